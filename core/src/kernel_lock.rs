@@ -1,0 +1,230 @@
+//! Kernel advisory locks on the locks directory's owner file (`.owners`, never `*.lock`).
+//!
+//! Open-file-description byte-range locks (`F_OFD_*`, Linux >= 3.15) are used because they
+//! are dropped by the kernel the instant the holder dies, conflict between two opens in one
+//! process, and can be *tested* (`F_OFD_GETLK`) without being taken. One file carries every
+//! lock of its directory, each on its own byte:
+//! - `[0, 2^48)`: a short mutex per lockfile name, serialising claim, reclaim, refresh and
+//!   release among processes of this package;
+//! - `[2^48, 2^52)`: one byte per holder, held for as long as it holds its lock; its offset is
+//!   recorded in the lockfile (`ownerLock`), so a dead holder is recognised without any pid.
+
+use crate::error::LockError;
+use sha2::{Digest, Sha256};
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub const OWNER_FILE_NAME: &str = ".owners";
+const HOLDER_RANGE_START: u64 = 1 << 48;
+const HOLDER_RANGE_LEN: u64 = (1 << 52) - (1 << 48);
+
+/// The owner file of one locks directory, opened once (one open file description).
+#[derive(Debug)]
+pub struct OwnerFile {
+    file: File,
+    path: PathBuf,
+}
+
+/// A holder's kernel-lock byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HolderSlot(pub u64);
+
+impl HolderSlot {
+    pub fn random() -> HolderSlot {
+        HolderSlot(HOLDER_RANGE_START + random_u64() % HOLDER_RANGE_LEN)
+    }
+
+    pub fn is_valid(offset: u64) -> bool {
+        (HOLDER_RANGE_START..HOLDER_RANGE_START + HOLDER_RANGE_LEN).contains(&offset)
+    }
+}
+
+/// The byte of the per-name mutex: the first 48 bits of sha256(name).
+pub fn mutex_offset(lock_file_name: &[u8]) -> u64 {
+    let digest = Sha256::digest(lock_file_name);
+    digest[..6].iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+}
+
+/// Whether a lock could be placed, from `F_OFD_GETLK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotState {
+    Held,
+    Free,
+}
+
+impl OwnerFile {
+    /// Opens (creating) the owner file of `dir`. `None` when this file system or platform
+    /// offers no OFD locks; callers then fall back to pid and heartbeat judgements.
+    pub fn open(dir: &Path, create: bool) -> Result<Option<OwnerFile>, LockError> {
+        if !cfg!(target_os = "linux") {
+            return Ok(None);
+        }
+        let path = dir.join(OWNER_FILE_NAME);
+        let mut options = OpenOptions::new();
+        options
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(0o644);
+        if create {
+            options.create(true);
+        }
+        match options.open(&path) {
+            Ok(file) => Ok(Some(OwnerFile { file, path })),
+            Err(e) if !create && e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(LockError::io(&e, "open", &path)),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Blocks until the per-name mutex is ours. Held for microseconds by other processes;
+    /// the kernel frees it if one of them dies inside.
+    pub fn lock_mutex(&self, offset: u64) -> Result<(), LockError> {
+        self.set_lock(libc::F_WRLCK, offset, true).map(|_| ())
+    }
+
+    pub fn unlock_mutex(&self, offset: u64) {
+        // Unlocking a range we hold cannot fail on a valid fd; closing drops it regardless.
+        let _ = self.set_lock(libc::F_UNLCK, offset, false);
+    }
+
+    /// Takes a holder byte without waiting; `false` if someone holds it.
+    pub fn try_hold(&self, slot: HolderSlot) -> Result<bool, LockError> {
+        self.set_lock(libc::F_WRLCK, slot.0, false)
+    }
+
+    pub fn unhold(&self, slot: HolderSlot) {
+        let _ = self.set_lock(libc::F_UNLCK, slot.0, false);
+    }
+
+    /// Whether anyone (another open file description) holds this byte.
+    pub fn probe(&self, offset: u64) -> Result<SlotState, LockError> {
+        let mut fl = flock_for(libc::F_WRLCK, offset);
+        // SAFETY: fl is a valid flock struct for the duration of the call.
+        let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), F_OFD_GETLK, &mut fl) };
+        if rc != 0 {
+            return Err(LockError::io(&std::io::Error::last_os_error(), "fcntl", &self.path));
+        }
+        Ok(if i32::from(fl.l_type) == libc::F_UNLCK {
+            SlotState::Free
+        } else {
+            SlotState::Held
+        })
+    }
+
+    fn set_lock(&self, kind: i32, offset: u64, wait: bool) -> Result<bool, LockError> {
+        let cmd = if wait { F_OFD_SETLKW } else { F_OFD_SETLK };
+        loop {
+            let fl = flock_for(kind, offset);
+            // SAFETY: fl is a valid flock struct for the duration of the call.
+            let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), cmd, &fl) };
+            if rc == 0 {
+                return Ok(true);
+            }
+            let err = std::io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
+                _ => return Err(LockError::io(&err, "fcntl", &self.path)),
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+const F_OFD_GETLK: libc::c_int = libc::F_OFD_GETLK;
+#[cfg(target_os = "linux")]
+const F_OFD_SETLK: libc::c_int = libc::F_OFD_SETLK;
+#[cfg(target_os = "linux")]
+const F_OFD_SETLKW: libc::c_int = libc::F_OFD_SETLKW;
+// Never used elsewhere: OwnerFile::open returns None off Linux.
+#[cfg(not(target_os = "linux"))]
+const F_OFD_GETLK: libc::c_int = libc::F_GETLK;
+#[cfg(not(target_os = "linux"))]
+const F_OFD_SETLK: libc::c_int = libc::F_SETLK;
+#[cfg(not(target_os = "linux"))]
+const F_OFD_SETLKW: libc::c_int = libc::F_SETLKW;
+
+fn flock_for(kind: i32, offset: u64) -> libc::flock {
+    // SAFETY: flock is plain old data; all-zero is a valid value (pid 0 is required by OFD).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = offset as libc::off_t;
+    fl.l_len = 1;
+    fl
+}
+
+/// A random u64 from the kernel (falling back to time and pid mixing if that fails).
+pub fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: buf is valid for 8 bytes.
+        let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n == 8 {
+            return u64::from_ne_bytes(buf);
+        }
+    }
+    if let Ok(mut f) = File::open("/dev/urandom") {
+        use std::io::Read;
+        if f.read_exact(&mut buf).is_ok() {
+            return u64::from_ne_bytes(buf);
+        }
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::TempDir;
+
+    #[test]
+    fn holder_bytes_conflict_between_two_opens_and_free_on_close() {
+        let dir = TempDir::new("kernel-lock");
+        let a = OwnerFile::open(dir.path(), true).unwrap().unwrap();
+        let b = OwnerFile::open(dir.path(), true).unwrap().unwrap();
+        let slot = HolderSlot::random();
+        assert!(HolderSlot::is_valid(slot.0));
+        assert_eq!(b.probe(slot.0).unwrap(), SlotState::Free);
+        assert!(a.try_hold(slot).unwrap());
+        assert_eq!(b.probe(slot.0).unwrap(), SlotState::Held);
+        assert!(!b.try_hold(slot).unwrap(), "one holder per byte");
+        // Another byte is independent.
+        assert!(b.try_hold(HolderSlot(slot.0 ^ 1)).unwrap());
+        drop(a); // the kernel drops the lock with the open file description
+        assert_eq!(b.probe(slot.0).unwrap(), SlotState::Free);
+    }
+
+    #[test]
+    fn mutex_offsets_stay_below_the_holder_range() {
+        for name in [&b"a.lock"[..], b"", b"0123456789abcdef.lock"] {
+            assert!(mutex_offset(name) < HOLDER_RANGE_START);
+        }
+        assert_ne!(mutex_offset(b"a.lock"), mutex_offset(b"b.lock"));
+    }
+
+    #[test]
+    fn missing_owner_file_is_not_created_on_probe_open() {
+        let dir = TempDir::new("kernel-lock-nocreate");
+        assert!(OwnerFile::open(dir.path(), false).unwrap().is_none());
+        assert!(!dir.path().join(OWNER_FILE_NAME).exists());
+    }
+
+    #[test]
+    fn a_symlinked_owner_file_is_refused() {
+        let dir = TempDir::new("kernel-lock-symlink");
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join(OWNER_FILE_NAME)).unwrap();
+        let err = OwnerFile::open(dir.path(), true).unwrap_err();
+        assert!(matches!(err, LockError::Io(ref e) if e.code() == "ELOOP"), "{err:?}");
+    }
+}

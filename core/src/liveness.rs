@@ -1,0 +1,243 @@
+//! Is a lock's holder still there? Two judges:
+//! - the original's, exactly (`pid_recycled`, then `heartbeat_stale`), used whenever the
+//!   caller injects a start-time resolver or a clock, because then those own the truth;
+//! - this package's, used with the default resolver and clock: a holder of this package is
+//!   alive exactly while it holds its kernel lock (no pid needed, containers included); a
+//!   holder written by the original is judged by its pid (gone, zombie, recycled); a holder
+//!   on another host only by its heartbeat.
+
+use crate::host::{locality_of, Locality};
+use crate::js_semantics::strict_equals_number;
+use crate::kernel_lock::{HolderSlot, OwnerFile, SlotState};
+use crate::process_probe::{pid_state, start_time_of, PidState};
+use crate::record::ParsedRecord;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleReason {
+    /// The pid now belongs to another process (start times differ).
+    PidRecycled,
+    /// The heartbeat is older than `heartbeatStaleMs`.
+    HeartbeatStale,
+    /// The holder has died (its kernel lock is gone, or its pid is gone or a zombie).
+    HolderDead,
+    /// Not a lock record (empty, unparsable, malformed, not a file) and not fresh.
+    Corrupt,
+}
+
+impl StaleReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaleReason::PidRecycled => "pid_recycled",
+            StaleReason::HeartbeatStale => "heartbeat_stale",
+            StaleReason::HolderDead => "holder_dead",
+            StaleReason::Corrupt => "corrupt",
+        }
+    }
+}
+
+impl fmt::Display for StaleReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Live,
+    Stale(StaleReason),
+    /// A parsed record this judge cannot read (no numeric heartbeat): judged like an
+    /// unreadable file, by its age.
+    Malformed,
+}
+
+/// The original `isLockStale`. `now` has already been read (the original evaluates `now()`
+/// before calling it); `resolve` is called only when the record has a `startTime`.
+pub fn original_verdict<E>(
+    record: &ParsedRecord,
+    resolve: &mut dyn FnMut(&ParsedRecord) -> Result<Option<f64>, E>,
+    now: f64,
+    heartbeat_stale_ms: f64,
+) -> Result<Verdict, E> {
+    if record.start_time().is_some() {
+        if let Some(current) = resolve(record)? {
+            if !strict_equals_number(record.start_time(), current) {
+                return Ok(Verdict::Stale(StaleReason::PidRecycled));
+            }
+        }
+    }
+    // NaN (missing or non-numeric heartbeat) compares false: live, as in the original.
+    if now - record.heartbeat() > heartbeat_stale_ms {
+        return Ok(Verdict::Stale(StaleReason::HeartbeatStale));
+    }
+    Ok(Verdict::Live)
+}
+
+/// This package's judge, for the default resolver and clock. `owners` is the locks
+/// directory's owner file if it exists (a holder's kernel lock lives there).
+pub fn enhanced_verdict(
+    record: &ParsedRecord,
+    owners: Option<&OwnerFile>,
+    now: f64,
+    heartbeat_stale_ms: f64,
+) -> Verdict {
+    let heartbeat = record.heartbeat();
+    if heartbeat.is_nan() {
+        return Verdict::Malformed;
+    }
+    let locality = locality_of(record);
+    match (record.owner_lock(), locality) {
+        (Some(offset), Locality::SamePidNamespace | Locality::SameKernel)
+            if HolderSlot::is_valid(offset) =>
+        {
+            match owners.map(|o| o.probe(offset)) {
+                // No owner file: nobody holds a kernel lock in this directory.
+                None | Some(Ok(SlotState::Free)) => return Verdict::Stale(StaleReason::HolderDead),
+                Some(Ok(SlotState::Held)) => {}
+                // Cannot tell (locks unsupported here): the heartbeat decides.
+                Some(Err(_)) => {}
+            }
+        }
+        (_, Locality::SamePidNamespace) => {
+            if let Some(pid) = record.probeable_pid() {
+                if pid_state(pid) == PidState::Dead {
+                    return Verdict::Stale(StaleReason::HolderDead);
+                }
+                if record.start_time().is_some() {
+                    if let Some(current) = start_time_of(&pid.to_string()) {
+                        if !strict_equals_number(record.start_time(), current) {
+                            return Verdict::Stale(StaleReason::PidRecycled);
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    if now - heartbeat > heartbeat_stale_ms {
+        return Verdict::Stale(StaleReason::HeartbeatStale);
+    }
+    Verdict::Live
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::host_identity;
+    use crate::kernel_lock::OwnerFile;
+    use crate::test_support::TempDir;
+
+    fn rec(json: &str) -> ParsedRecord {
+        ParsedRecord::parse(json.as_bytes()).unwrap()
+    }
+
+    fn never(_: &ParsedRecord) -> Result<Option<f64>, ()> {
+        panic!("resolver must not be called")
+    }
+
+    #[test]
+    fn original_judge_detects_recycled_pids() {
+        let r = rec(r#"{"pid":12345,"startTime":1000,"heartbeat":5000000}"#);
+        let mut same = |_: &ParsedRecord| Ok::<_, ()>(Some(1000.0));
+        let mut other = |_: &ParsedRecord| Ok::<_, ()>(Some(2000.0));
+        let mut gone = |_: &ParsedRecord| Ok::<_, ()>(None);
+        assert_eq!(original_verdict(&r, &mut same, 5_000_000.0, 60_000.0), Ok(Verdict::Live));
+        assert_eq!(
+            original_verdict(&r, &mut other, 5_000_000.0, 60_000.0),
+            Ok(Verdict::Stale(StaleReason::PidRecycled))
+        );
+        assert_eq!(original_verdict(&r, &mut gone, 5_000_000.0, 60_000.0), Ok(Verdict::Live));
+    }
+
+    #[test]
+    fn original_judge_detects_old_heartbeats_strictly_after_the_threshold() {
+        let r = rec(r#"{"pid":1,"heartbeat":1000}"#);
+        assert_eq!(original_verdict(&r, &mut never, 61_000.0, 60_000.0), Ok(Verdict::Live));
+        assert_eq!(
+            original_verdict(&r, &mut never, 61_001.0, 60_000.0),
+            Ok(Verdict::Stale(StaleReason::HeartbeatStale))
+        );
+    }
+
+    #[test]
+    fn original_judge_keeps_the_originals_quirks() {
+        // No heartbeat: NaN comparisons are false, so the original calls it live.
+        assert_eq!(original_verdict(&rec("{}"), &mut never, 1e13, 1.0), Ok(Verdict::Live));
+        // A null startTime is defined: the resolver is asked and any number differs.
+        let r = rec(r#"{"pid":1,"startTime":null,"heartbeat":0}"#);
+        let mut some = |_: &ParsedRecord| Ok::<_, ()>(Some(5.0));
+        assert_eq!(
+            original_verdict(&r, &mut some, 0.0, 1.0),
+            Ok(Verdict::Stale(StaleReason::PidRecycled))
+        );
+        // A resolver's failure is the caller's error, unchanged.
+        let mut failing = |_: &ParsedRecord| Err::<Option<f64>, _>("boom");
+        let r = rec(r#"{"pid":1,"startTime":3,"heartbeat":0}"#);
+        assert_eq!(original_verdict(&r, &mut failing, 0.0, 1.0), Err("boom"));
+    }
+
+    #[test]
+    fn enhanced_judge_trusts_the_kernel_lock_over_the_pid() {
+        let dir = TempDir::new("liveness-kernel");
+        let holder = OwnerFile::open(dir.path(), true).unwrap().unwrap();
+        let judge = OwnerFile::open(dir.path(), true).unwrap().unwrap();
+        let slot = HolderSlot::random();
+        assert!(holder.try_hold(slot).unwrap());
+        let me = host_identity();
+        let json = format!(
+            r#"{{"pid":999999999,"heartbeat":1000,"host":"{}","bootId":"{}","pidNs":"{}","ownerLock":{}}}"#,
+            me.hostname,
+            me.boot_id.clone().unwrap_or_default(),
+            me.pid_namespace.clone().unwrap_or_default(),
+            slot.0
+        );
+        let r = rec(&json);
+        // A fake pid does not matter while the kernel lock is held.
+        assert_eq!(enhanced_verdict(&r, Some(&judge), 1500.0, 60_000.0), Verdict::Live);
+        // The heartbeat rule still holds.
+        assert_eq!(
+            enhanced_verdict(&r, Some(&judge), 70_000.0, 60_000.0),
+            Verdict::Stale(StaleReason::HeartbeatStale)
+        );
+        drop(holder);
+        assert_eq!(
+            enhanced_verdict(&r, Some(&judge), 1500.0, 60_000.0),
+            Verdict::Stale(StaleReason::HolderDead)
+        );
+        assert_eq!(
+            enhanced_verdict(&r, None, 1500.0, 60_000.0),
+            Verdict::Stale(StaleReason::HolderDead)
+        );
+    }
+
+    #[test]
+    fn enhanced_judge_uses_pids_for_records_of_the_original() {
+        let me = std::process::id();
+        let st = start_time_of(&me.to_string()).unwrap();
+        let alive = rec(&format!(r#"{{"pid":{me},"startTime":{st},"heartbeat":1000}}"#));
+        assert_eq!(enhanced_verdict(&alive, None, 2000.0, 60_000.0), Verdict::Live);
+        let recycled = rec(&format!(r#"{{"pid":{me},"startTime":{},"heartbeat":1000}}"#, st + 10.0));
+        assert_eq!(
+            enhanced_verdict(&recycled, None, 2000.0, 60_000.0),
+            Verdict::Stale(StaleReason::PidRecycled)
+        );
+        let dead = rec(r#"{"pid":999999999,"startTime":5,"heartbeat":1000}"#);
+        assert_eq!(
+            enhanced_verdict(&dead, None, 2000.0, 60_000.0),
+            Verdict::Stale(StaleReason::HolderDead)
+        );
+        assert_eq!(enhanced_verdict(&rec(r#"{"pid":1}"#), None, 0.0, 1.0), Verdict::Malformed);
+    }
+
+    #[test]
+    fn enhanced_judge_uses_only_the_heartbeat_for_other_hosts() {
+        let r = rec(
+            r#"{"pid":999999999,"heartbeat":1000,"host":"far","bootId":"another-boot","pidNs":"1","ownerLock":281474976710657}"#,
+        );
+        assert_eq!(enhanced_verdict(&r, None, 2000.0, 60_000.0), Verdict::Live);
+        assert_eq!(
+            enhanced_verdict(&r, None, 62_000.0, 60_000.0),
+            Verdict::Stale(StaleReason::HeartbeatStale)
+        );
+    }
+}

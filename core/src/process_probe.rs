@@ -1,0 +1,93 @@
+//! What the kernel says about a pid: its start time (the original's
+//! `defaultStartTimeResolver`, number for number) and whether it is alive.
+
+use std::fs;
+
+/// Fields of `/proc/<pid>/stat` after the command name.
+struct ProcStat {
+    state: char,
+    /// `Number(field 22)`, not yet scaled.
+    start_ticks: f64,
+}
+
+fn read_proc_stat(pid: &str) -> Option<ProcStat> {
+    let stat = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let stat = String::from_utf8_lossy(&stat);
+    // The command name may hold spaces and parentheses; fields resume after the last ')'.
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start_ticks = fields.get(19)?.parse::<f64>().ok()?;
+    Some(ProcStat { state, start_ticks })
+}
+
+/// The original's `defaultStartTimeResolver`: field 22 (`starttime`, in clock ticks) of
+/// `/proc/<pid>/stat`, times 10, floored; `None` when the process or `/proc` is missing.
+/// `pid` is the decimal text the original would interpolate into the path.
+pub fn start_time_of(pid: &str) -> Option<f64> {
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ticks = read_proc_stat(pid)?.start_ticks;
+    ticks.is_finite().then(|| (ticks * 10.0).floor())
+}
+
+/// What a pid probe in our own PID namespace can prove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PidState {
+    /// Runs (or exists and is not ours to signal: EPERM).
+    Alive,
+    /// No such process, or a zombie that can hold nothing any more.
+    Dead,
+}
+
+/// `kill(pid, 0)`, with zombies counted as dead.
+pub fn pid_state(pid: i32) -> PidState {
+    if pid <= 0 {
+        return PidState::Dead;
+    }
+    // SAFETY: signal 0 only checks for existence and permission; it sends nothing.
+    let rc = unsafe { libc::kill(pid, 0) };
+    if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        return PidState::Dead;
+    }
+    match read_proc_stat(&pid.to_string()) {
+        Some(stat) if stat.state == 'Z' || stat.state == 'X' => PidState::Dead,
+        _ => PidState::Alive,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_ticks_times_ten() {
+        let me = std::process::id().to_string();
+        let st = start_time_of(&me).expect("our own /proc/<pid>/stat");
+        assert!(st > 0.0 && st.fract() == 0.0 && st % 10.0 == 0.0, "{st}");
+        // Stable across calls: the identity of one process lifetime.
+        assert_eq!(start_time_of(&me), Some(st));
+    }
+
+    #[test]
+    fn start_time_is_none_for_missing_or_odd_pids() {
+        assert_eq!(start_time_of("999999999"), None);
+        assert_eq!(start_time_of("self"), None);
+        assert_eq!(start_time_of(""), None);
+        assert_eq!(start_time_of("1.5"), None);
+    }
+
+    #[test]
+    fn pid_state_tells_the_living_from_the_dead() {
+        assert_eq!(pid_state(std::process::id() as i32), PidState::Alive);
+        assert_eq!(pid_state(0), PidState::Dead);
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = child.id() as i32;
+        // Before it is reaped the child is a zombie: dead for our purposes.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(pid_state(pid), PidState::Dead);
+        let _ = child.wait();
+        assert_eq!(pid_state(pid), PidState::Dead);
+    }
+}

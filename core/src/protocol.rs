@@ -1,0 +1,381 @@
+//! The claim / reclaim / refresh / release protocol.
+//!
+//! Judging (which may call the caller's resolver and clock) happens outside any lock. The
+//! change itself happens under the per-name kernel mutex, after checking that the entry is
+//! still exactly what was judged; so among processes of this package no two changes
+//! interleave, and a claim always appears whole (`link()` of a complete temp file).
+
+use crate::error::LockError;
+use crate::kernel_lock::{mutex_offset, HolderSlot, OwnerFile};
+use crate::liveness::{StaleReason, Verdict};
+use crate::lockfile_io::{self, evict, observe, publish, Eviction, LockTarget, Observed};
+use crate::record::{NewRecord, ParsedRecord};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long an unreadable lockfile (empty, unparsable, a symlink…) counts as a claim still
+/// being written by a process of the original module (it creates the file empty and writes
+/// it afterwards), and so as busy rather than garbage. Capped by `heartbeatStaleMs`.
+pub const UNREADABLE_GRACE: Duration = Duration::from_millis(2000);
+
+/// How old a leftover temp file of a crashed claim must be before it is swept.
+pub const LEFTOVER_AGE: Duration = Duration::from_secs(30);
+
+/// Rounds of judge-then-verify before giving up as busy when the entry keeps changing.
+const MAX_ROUNDS: usize = 32;
+
+pub fn unreadable_grace(heartbeat_stale_ms: f64) -> Duration {
+    if heartbeat_stale_ms.is_nan() || heartbeat_stale_ms < 0.0 {
+        return Duration::ZERO;
+    }
+    UNREADABLE_GRACE.min(Duration::from_secs_f64(heartbeat_stale_ms.min(1e9) / 1000.0))
+}
+
+/// The caller's side of a claim: how to judge a record, and the record to write.
+pub trait Claimant {
+    type Error: From<LockError>;
+    /// Judges a parsed record. `owners` is the directory's owner file, if it exists.
+    fn judge(&mut self, record: &ParsedRecord, owners: Option<&OwnerFile>) -> Result<Verdict, Self::Error>;
+    /// Our record, holding `slot` (`None` without kernel locks). Reads the clock.
+    fn record(&mut self, slot: Option<HolderSlot>) -> Result<NewRecord, Self::Error>;
+}
+
+/// A lock this process holds.
+#[derive(Debug)]
+pub struct Claimed {
+    pub target: LockTarget,
+    /// The open owner file holding our kernel byte (dropping it frees the byte).
+    pub owners: Option<OwnerFile>,
+    pub slot: Option<HolderSlot>,
+    pub record: NewRecord,
+    /// The exact bytes now in the lockfile.
+    pub bytes: String,
+    /// Why the previous holder's record was removed, if there was one.
+    pub reclaimed: Option<StaleReason>,
+}
+
+/// Who holds the lock when it is busy (`None`: an unreadable file that was only just written).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Busy {
+    pub holder: Option<ParsedRecord>,
+}
+
+#[derive(Debug)]
+pub enum ClaimOutcome {
+    Claimed(Box<Claimed>),
+    Busy(Busy),
+}
+
+enum Decision {
+    Claim(Option<StaleReason>),
+    Busy(Busy),
+}
+
+fn decide<C: Claimant>(
+    seen: &Observed,
+    target: &LockTarget,
+    claimant: &mut C,
+    grace: Duration,
+) -> Result<Decision, C::Error> {
+    let judge_unreadable = |seen: &Observed| {
+        if seen.age().is_some_and(|age| age < grace) {
+            Decision::Busy(Busy { holder: None })
+        } else {
+            Decision::Claim(Some(StaleReason::Corrupt))
+        }
+    };
+    Ok(match seen {
+        Observed::Absent => Decision::Claim(None),
+        Observed::Directory => {
+            return Err(LockError::errno(libc::EISDIR, "open", &target.path).into());
+        }
+        Observed::File {
+            record: Some(record),
+            ..
+        } => {
+            let owners = OwnerFile::open(&target.dir, false).ok().flatten();
+            match claimant.judge(record, owners.as_ref())? {
+                Verdict::Live => Decision::Busy(Busy {
+                    holder: Some(record.clone()),
+                }),
+                Verdict::Stale(reason) => Decision::Claim(Some(reason)),
+                Verdict::Malformed => judge_unreadable(seen),
+            }
+        }
+        Observed::File { record: None, .. } | Observed::NotAFile { .. } => judge_unreadable(seen),
+    })
+}
+
+/// Holds the per-name mutex for its lifetime.
+struct MutexGuard<'a> {
+    owners: &'a OwnerFile,
+    offset: u64,
+}
+
+impl<'a> MutexGuard<'a> {
+    fn lock(owners: &'a OwnerFile, target: &LockTarget) -> Result<MutexGuard<'a>, LockError> {
+        let offset = mutex_offset(target.file_name());
+        owners.lock_mutex(offset)?;
+        Ok(MutexGuard { owners, offset })
+    }
+}
+
+impl Drop for MutexGuard<'_> {
+    fn drop(&mut self) {
+        self.owners.unlock_mutex(self.offset);
+    }
+}
+
+/// One attempt to take the lock: claims it if it is absent or stale, else reports the holder.
+pub fn try_claim<C: Claimant>(
+    target: &LockTarget,
+    claimant: &mut C,
+    heartbeat_stale_ms: f64,
+) -> Result<ClaimOutcome, C::Error> {
+    let grace = unreadable_grace(heartbeat_stale_ms);
+    let mut last_busy = Busy { holder: None };
+    for _ in 0..MAX_ROUNDS {
+        let seen = observe(&target.path)?;
+        let reclaimed = match decide(&seen, target, claimant, grace)? {
+            Decision::Busy(busy) => return Ok(ClaimOutcome::Busy(busy)),
+            Decision::Claim(reason) => reason,
+        };
+        fs::create_dir_all(&target.dir).map_err(|e| LockError::io(&e, "mkdir", &target.dir))?;
+        let owners = OwnerFile::open(&target.dir, true)?;
+        let slot = owners.as_ref().map(|_| HolderSlot::random());
+        let record = claimant.record(slot)?;
+        let bytes = record.to_json();
+        let published = match &owners {
+            Some(owners) => {
+                let _mutex = MutexGuard::lock(owners, target)?;
+                publish_if_unchanged(target, &seen, owners, slot, &bytes)?
+            }
+            // No kernel locks here: the original's protocol, minus its races we can avoid.
+            None => evict_if_present(target, &seen)? && publish(target, bytes.as_bytes())?,
+        };
+        if published {
+            return Ok(ClaimOutcome::Claimed(Box::new(Claimed {
+                target: target.clone(),
+                owners,
+                slot,
+                record,
+                bytes,
+                reclaimed,
+            })));
+        }
+        if let Observed::File { record: Some(r), .. } = observe(&target.path)? {
+            last_busy = Busy { holder: Some(r) };
+        }
+    }
+    Ok(ClaimOutcome::Busy(last_busy))
+}
+
+/// Under the mutex: if the entry is still what was judged, remove it and publish our record
+/// holding our kernel byte. `false` if anything changed (judge again).
+fn publish_if_unchanged(
+    target: &LockTarget,
+    seen: &Observed,
+    owners: &OwnerFile,
+    slot: Option<HolderSlot>,
+    bytes: &str,
+) -> Result<bool, LockError> {
+    if !observe(&target.path)?.same_as(seen) || !evict_if_present(target, seen)? {
+        return Ok(false);
+    }
+    if let Some(slot) = slot {
+        if !owners.try_hold(slot)? {
+            return Ok(false); // a random byte already taken: try again with another
+        }
+    }
+    // The byte is held before the record exists, so no judge ever sees our record with
+    // our byte free.
+    let published = publish(target, bytes.as_bytes());
+    if !matches!(published, Ok(true)) {
+        if let Some(slot) = slot {
+            owners.unhold(slot);
+        }
+    }
+    published
+}
+
+fn evict_if_present(target: &LockTarget, seen: &Observed) -> Result<bool, LockError> {
+    Ok(match seen {
+        Observed::Absent => true,
+        _ => !matches!(evict(target, seen)?, Eviction::Changed),
+    })
+}
+
+/// What a holder finds when it checks its lockfile.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ownership {
+    Ours,
+    /// The lockfile is no longer ours; the text says what is there instead.
+    Lost(String),
+}
+
+/// Describes what replaced a holder's record.
+fn describe_loss(seen: &Observed) -> String {
+    use crate::js_semantics::template_string;
+    match seen {
+        Observed::Absent => "the lockfile was deleted".to_string(),
+        Observed::File {
+            record: Some(r), ..
+        } => format!(
+            "the lockfile now holds goalId={} (pid={})",
+            template_string(r.goal_id()),
+            template_string(r.pid())
+        ),
+        Observed::File { .. } => "the lockfile was overwritten with unreadable content".to_string(),
+        Observed::NotAFile { .. } | Observed::Directory => {
+            "the lockfile was replaced by something that is not a file".to_string()
+        }
+    }
+}
+
+/// The holder's periodic check: is the lockfile still exactly what we last wrote? If so and
+/// `refreshed` is given, write that (a fresher heartbeat) in its place.
+pub fn check_and_refresh(
+    held: &mut Claimed,
+    refreshed: Option<NewRecord>,
+) -> Result<Ownership, LockError> {
+    let _mutex = match &held.owners {
+        Some(owners) => Some(MutexGuard::lock(owners, &held.target)?),
+        None => None,
+    };
+    let seen = observe(&held.target.path)?;
+    match &seen {
+        Observed::File { bytes, .. } if bytes.as_slice() == held.bytes.as_bytes() => {}
+        other => return Ok(Ownership::Lost(describe_loss(other))),
+    }
+    if let Some(record) = refreshed {
+        let bytes = record.to_json();
+        lockfile_io::replace(&held.target, bytes.as_bytes())?;
+        held.record = record;
+        held.bytes = bytes;
+    }
+    Ok(Ownership::Ours)
+}
+
+/// Releases: deletes the lockfile only while it still holds this claim (the original's
+/// goalId + pid + startTime guard, and our kernel byte), then frees the kernel byte.
+/// Returns whether a lockfile was deleted.
+pub fn release(held: &mut Claimed) -> Result<bool, LockError> {
+    let deleted = {
+        let _mutex = match &held.owners {
+            Some(owners) => Some(MutexGuard::lock(owners, &held.target)?),
+            None => None,
+        };
+        match observe(&held.target.path)? {
+            Observed::File {
+                record: Some(r), ..
+            } if r.is_held_by(
+                &held.record.goal_id,
+                held.record.pid,
+                held.record.start_time,
+                held.slot.map(|s| s.0),
+            ) =>
+            {
+                lockfile_io::remove(&held.target)?;
+                true
+            }
+            _ => false,
+        }
+    };
+    // Closing the owner file frees our byte (and nothing else: the mutex is already free).
+    held.owners = None;
+    Ok(deleted)
+}
+
+/// A lockfile judged stale and removed by `reclaim_stale`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reclaimed {
+    pub file_name: Vec<u8>,
+    pub reason: StaleReason,
+}
+
+/// Judges one record for `reclaim_stale`, given the directory's owner file if it exists.
+pub type Judge<'a, E> = dyn FnMut(&ParsedRecord, Option<&OwnerFile>) -> Result<Verdict, E> + 'a;
+
+/// Removes every stale `*.lock` in `dir` (not recursive), in byte order of names, and sweeps
+/// old leftovers of crashed claims. A missing directory has none.
+pub fn reclaim_stale<E: From<LockError>>(
+    dir: &Path,
+    judge: &mut Judge<'_, E>,
+    heartbeat_stale_ms: f64,
+) -> Result<Vec<Reclaimed>, E> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Vec::new()),
+        Err(e) => return Err(LockError::io(&e, "scandir", dir).into()),
+    };
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    let mut leftovers: Vec<Vec<u8>> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| LockError::io(&e, "scandir", dir))?;
+        let name = entry.file_name().as_bytes().to_vec();
+        if name.ends_with(b".lock") {
+            names.push(name);
+        } else if lockfile_io::is_leftover_name(&name) {
+            leftovers.push(name);
+        }
+    }
+    names.sort_unstable();
+    let grace = unreadable_grace(heartbeat_stale_ms);
+    let probe_owners = OwnerFile::open(dir, false).ok().flatten();
+    let mut mutex_owners: Option<Option<OwnerFile>> = None;
+    let mut reclaimed = Vec::new();
+    for name in names {
+        let target = LockTarget::new(dir.join(std::ffi::OsStr::from_bytes(&name)));
+        // Best effort per file, as the original: one unreadable entry does not stop the sweep.
+        let Ok(seen) = observe(&target.path) else { continue };
+        let reason = match &seen {
+            Observed::Absent | Observed::Directory => continue,
+            Observed::File {
+                record: Some(r), ..
+            } => match judge(r, probe_owners.as_ref())? {
+                Verdict::Live => continue,
+                Verdict::Stale(reason) => reason,
+                Verdict::Malformed if seen.age().is_some_and(|a| a < grace) => continue,
+                Verdict::Malformed => StaleReason::Corrupt,
+            },
+            _ if seen.age().is_some_and(|a| a < grace) => continue,
+            _ => StaleReason::Corrupt,
+        };
+        let owners = mutex_owners.get_or_insert_with(|| OwnerFile::open(dir, true).ok().flatten());
+        let removed = match owners {
+            Some(owners) => {
+                let Ok(_mutex) = MutexGuard::lock(owners, &target) else { continue };
+                matches!(observe(&target.path), Ok(now) if now.same_as(&seen))
+                    && matches!(evict(&target, &seen), Ok(Eviction::Removed))
+            }
+            None => matches!(evict(&target, &seen), Ok(Eviction::Removed)),
+        };
+        if removed {
+            reclaimed.push(Reclaimed {
+                file_name: name,
+                reason,
+            });
+        }
+    }
+    sweep_leftovers(dir, &leftovers);
+    Ok(reclaimed)
+}
+
+fn sweep_leftovers(dir: &Path, names: &[Vec<u8>]) {
+    for name in names {
+        let path = dir.join(std::ffi::OsStr::from_bytes(name));
+        let old = fs::symlink_metadata(&path)
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= LEFTOVER_AGE);
+        if old {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,251 @@
+use super::*;
+use crate::host::host_identity;
+use crate::liveness::{enhanced_verdict, original_verdict};
+use crate::test_support::TempDir;
+use std::fs::File;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_millis() as f64)
+}
+
+/// A claimant of this package with the default judge.
+struct Enhanced {
+    goal: String,
+    stale_ms: f64,
+}
+
+impl Claimant for Enhanced {
+    type Error = LockError;
+    fn judge(&mut self, r: &ParsedRecord, owners: Option<&OwnerFile>) -> Result<Verdict, LockError> {
+        Ok(enhanced_verdict(r, owners, now_ms(), self.stale_ms))
+    }
+    fn record(&mut self, slot: Option<HolderSlot>) -> Result<NewRecord, LockError> {
+        Ok(NewRecord {
+            pid: f64::from(std::process::id()),
+            start_time: crate::process_probe::start_time_of(&std::process::id().to_string()),
+            heartbeat: now_ms(),
+            goal_id: self.goal.clone(),
+            acquired_at: "2026-01-01T00:00:00.000Z".into(),
+            host: host_identity().clone(),
+            owner_lock: slot.map(|s| s.0),
+        })
+    }
+}
+
+fn enhanced(goal: &str) -> Enhanced {
+    Enhanced {
+        goal: goal.into(),
+        stale_ms: 60_000.0,
+    }
+}
+
+fn claim(target: &LockTarget, goal: &str) -> ClaimOutcome {
+    try_claim(target, &mut enhanced(goal), 60_000.0).unwrap()
+}
+
+fn claimed(outcome: ClaimOutcome) -> Claimed {
+    match outcome {
+        ClaimOutcome::Claimed(c) => *c,
+        ClaimOutcome::Busy(b) => panic!("expected a claim, busy with {b:?}"),
+    }
+}
+
+fn busy_goal(outcome: ClaimOutcome) -> Option<String> {
+    match outcome {
+        ClaimOutcome::Busy(b) => b.holder.and_then(|h| h.goal_id().and_then(|g| g.as_str().map(String::from))),
+        ClaimOutcome::Claimed(c) => panic!("expected busy, claimed {:?}", c.record.goal_id),
+    }
+}
+
+fn set_age(path: &Path, age: Duration) {
+    let f = File::options().write(true).open(path).unwrap();
+    f.set_modified(SystemTime::now() - age).unwrap();
+}
+
+#[test]
+fn claim_then_busy_then_release_then_claim() {
+    let dir = TempDir::new("proto-basic");
+    let target = LockTarget::new(dir.path().join("locks").join("h.lock"));
+    let mut a = claimed(claim(&target, "a"));
+    assert_eq!(a.reclaimed, None);
+    assert_eq!(fs::read_to_string(&target.path).unwrap(), a.bytes);
+    assert_eq!(busy_goal(claim(&target, "b")).as_deref(), Some("a"));
+    assert!(release(&mut a).unwrap());
+    assert!(!target.path.exists());
+    assert!(!release(&mut a).unwrap(), "release is idempotent");
+    let _b = claimed(claim(&target, "b"));
+}
+
+#[test]
+fn a_dead_holder_is_reclaimed_at_once() {
+    let dir = TempDir::new("proto-dead");
+    let target = LockTarget::new(dir.path().join("h.lock"));
+    let a = claimed(claim(&target, "a"));
+    // Dropping the claim without release closes its owner file: the kernel frees its byte,
+    // as when a process dies.
+    drop(a);
+    let b = claimed(claim(&target, "b"));
+    assert_eq!(b.reclaimed, Some(StaleReason::HolderDead));
+}
+
+#[test]
+fn unreadable_files_are_busy_while_fresh_and_reclaimed_when_old() {
+    let dir = TempDir::new("proto-unreadable");
+    let target = LockTarget::new(dir.path().join("h.lock"));
+    for content in [&b""[..], b"{\"pid\":", b"42", b"{}"] {
+        fs::write(&target.path, content).unwrap();
+        assert!(matches!(claim(&target, "a"), ClaimOutcome::Busy(Busy { holder: None })));
+        set_age(&target.path, Duration::from_secs(10));
+        let mut c = claimed(claim(&target, "a"));
+        assert_eq!(c.reclaimed, Some(StaleReason::Corrupt));
+        release(&mut c).unwrap();
+    }
+}
+
+#[test]
+fn a_directory_at_the_lock_path_is_an_error() {
+    let dir = TempDir::new("proto-dir");
+    let target = LockTarget::new(dir.path().join("h.lock"));
+    fs::create_dir(&target.path).unwrap();
+    match try_claim(&target, &mut enhanced("a"), 60_000.0) {
+        Err(LockError::Io(e)) => assert_eq!(e.code(), "EISDIR"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn release_leaves_another_owners_record_alone() {
+    let dir = TempDir::new("proto-release-guard");
+    let target = LockTarget::new(dir.path().join("h.lock"));
+    let mut a = claimed(claim(&target, "a"));
+    let other = r#"{"pid":99999,"startTime":5000,"heartbeat":1,"goalId":"goal_other","acquiredAt":"x"}"#;
+    fs::write(&target.path, other).unwrap();
+    assert!(!release(&mut a).unwrap());
+    assert_eq!(fs::read_to_string(&target.path).unwrap(), other);
+}
+
+#[test]
+fn refresh_rewrites_only_our_own_record_and_reports_loss() {
+    let dir = TempDir::new("proto-refresh");
+    let target = LockTarget::new(dir.path().join("h.lock"));
+    let mut a = claimed(claim(&target, "a"));
+    let mut fresher = a.record.clone();
+    fresher.heartbeat += 1234.0;
+    assert_eq!(check_and_refresh(&mut a, Some(fresher.clone())).unwrap(), Ownership::Ours);
+    assert_eq!(fs::read_to_string(&target.path).unwrap(), fresher.to_json());
+    fs::write(&target.path, r#"{"pid":7,"heartbeat":1,"goalId":"thief"}"#).unwrap();
+    assert_eq!(
+        check_and_refresh(&mut a, Some(fresher)).unwrap(),
+        Ownership::Lost("the lockfile now holds goalId=thief (pid=7)".into())
+    );
+    fs::remove_file(&target.path).unwrap();
+    assert_eq!(
+        check_and_refresh(&mut a, None).unwrap(),
+        Ownership::Lost("the lockfile was deleted".into())
+    );
+}
+
+/// The original's judge with an injected clock: the heartbeat decides, not the kernel.
+struct Original {
+    now: f64,
+}
+
+impl Claimant for Original {
+    type Error = LockError;
+    fn judge(&mut self, r: &ParsedRecord, _: Option<&OwnerFile>) -> Result<Verdict, LockError> {
+        original_verdict(r, &mut |_| Ok(None), self.now, 60_000.0)
+    }
+    fn record(&mut self, slot: Option<HolderSlot>) -> Result<NewRecord, LockError> {
+        let mut r = enhanced("orig").record(slot)?;
+        r.heartbeat = self.now;
+        Ok(r)
+    }
+}
+
+#[test]
+fn an_injected_clock_reclaims_a_live_holder_whose_heartbeat_is_old() {
+    let dir = TempDir::new("proto-injected");
+    let target = LockTarget::new(dir.path().join("h.lock"));
+    let _a = claimed(try_claim(&target, &mut Original { now: 1_000_000.0 }, 60_000.0).unwrap());
+    let b = claimed(try_claim(&target, &mut Original { now: 1_120_000.0 }, 60_000.0).unwrap());
+    assert_eq!(b.reclaimed, Some(StaleReason::HeartbeatStale));
+}
+
+#[test]
+fn reclaim_stale_removes_stale_and_old_corrupt_in_name_order() {
+    let dir = TempDir::new("proto-reclaim");
+    let now = 5_000_000.0;
+    let write = |name: &str, hb: f64| {
+        fs::write(
+            dir.path().join(name),
+            format!(r#"{{"pid":12345,"startTime":1000,"heartbeat":{hb},"goalId":"{name}","acquiredAt":"x"}}"#),
+        )
+        .unwrap();
+    };
+    write("b-stale.lock", now - 120_000.0);
+    write("a-stale.lock", now - 120_000.0);
+    write("live.lock", now - 1000.0);
+    fs::write(dir.path().join("corrupt-fresh.lock"), b"").unwrap();
+    fs::write(dir.path().join("corrupt-old.lock"), b"{").unwrap();
+    set_age(&dir.path().join("corrupt-old.lock"), Duration::from_secs(60));
+    fs::create_dir(dir.path().join("dir.lock")).unwrap();
+    fs::write(dir.path().join("other.txt"), b"x").unwrap();
+    let leftover = dir.path().join(".h.1.0000000000000001.claim");
+    fs::write(&leftover, b"{}").unwrap();
+    set_age(&leftover, LEFTOVER_AGE + Duration::from_secs(1));
+    let fresh_leftover = dir.path().join(".h.1.0000000000000002.claim");
+    fs::write(&fresh_leftover, b"{}").unwrap();
+
+    let mut judge = |r: &ParsedRecord, _: Option<&OwnerFile>| {
+        original_verdict::<LockError>(r, &mut |_| Ok(Some(1000.0)), now, 60_000.0)
+    };
+    let got = reclaim_stale(dir.path(), &mut judge, 60_000.0).unwrap();
+    let names: Vec<String> = got.iter().map(|r| String::from_utf8_lossy(&r.file_name).into_owned()).collect();
+    assert_eq!(names, ["a-stale.lock", "b-stale.lock", "corrupt-old.lock"]);
+    assert_eq!(got[2].reason, StaleReason::Corrupt);
+    for kept in ["live.lock", "corrupt-fresh.lock", "dir.lock", "other.txt"] {
+        assert!(dir.path().join(kept).exists(), "{kept} kept");
+    }
+    assert!(!leftover.exists(), "old leftover swept");
+    assert!(fresh_leftover.exists(), "a claim in progress is not swept");
+    assert!(reclaim_stale(&dir.path().join("missing"), &mut judge, 60_000.0).unwrap().is_empty());
+}
+
+/// Threads contend with the real protocol (each claim opens its own owner file, so the
+/// kernel locks conflict between threads exactly as between processes).
+#[test]
+fn contending_threads_never_overlap() {
+    let dir = TempDir::new("proto-contention");
+    let target = Arc::new(LockTarget::new(dir.path().join("h.lock")));
+    let inside = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (target, inside, total) = (target.clone(), inside.clone(), total.clone());
+            std::thread::spawn(move || {
+                let mut done = 0;
+                while done < 200 {
+                    match try_claim(&target, &mut enhanced(&format!("t{t}")), 60_000.0).unwrap() {
+                        ClaimOutcome::Claimed(mut c) => {
+                            assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two owners");
+                            total.fetch_add(1, Ordering::SeqCst);
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            assert!(release(&mut c).unwrap());
+                            done += 1;
+                        }
+                        ClaimOutcome::Busy(_) => std::thread::yield_now(),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(total.load(Ordering::SeqCst), 800);
+}

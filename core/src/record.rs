@@ -1,0 +1,226 @@
+//! The lockfile's bytes: what this package writes (exactly `JSON.stringify` of the original's
+//! five fields, then this package's own fields) and how any lockfile is read back.
+
+use crate::js_semantics::{json_string, number_to_js_string, strict_equals_number, to_number};
+use serde_json::{Map, Value};
+
+/// Where the holder runs, so that pid judgements are made only about holders that share our
+/// kernel boot and PID namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostIdentity {
+    pub hostname: String,
+    /// `/proc/sys/kernel/random/boot_id`: the same for every container on one kernel boot.
+    pub boot_id: Option<String>,
+    /// The inode of `/proc/self/ns/pid`.
+    pub pid_namespace: Option<String>,
+}
+
+/// The fields of a record this package writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRecord {
+    pub pid: f64,
+    pub start_time: Option<f64>,
+    pub heartbeat: f64,
+    pub goal_id: String,
+    pub acquired_at: String,
+    pub host: HostIdentity,
+    /// The byte offset of the holder's kernel lock in the locks directory's owner file;
+    /// `None` where the file system has no such locks.
+    pub owner_lock: Option<u64>,
+}
+
+impl NewRecord {
+    /// `JSON.stringify({pid, startTime, heartbeat, goalId, acquiredAt})`, then our fields
+    /// (old readers ignore them).
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(256);
+        out.push_str("{\"pid\":");
+        out.push_str(&number_to_js_string(self.pid));
+        if let Some(st) = self.start_time {
+            out.push_str(",\"startTime\":");
+            out.push_str(&number_to_js_string(st));
+        }
+        out.push_str(",\"heartbeat\":");
+        out.push_str(&number_to_js_string(self.heartbeat));
+        out.push_str(",\"goalId\":");
+        out.push_str(&json_string(&self.goal_id));
+        out.push_str(",\"acquiredAt\":");
+        out.push_str(&json_string(&self.acquired_at));
+        out.push_str(",\"host\":");
+        out.push_str(&json_string(&self.host.hostname));
+        if let Some(boot) = &self.host.boot_id {
+            out.push_str(",\"bootId\":");
+            out.push_str(&json_string(boot));
+        }
+        if let Some(ns) = &self.host.pid_namespace {
+            out.push_str(",\"pidNs\":");
+            out.push_str(&json_string(ns));
+        }
+        if let Some(offset) = self.owner_lock {
+            out.push_str(",\"ownerLock\":");
+            out.push_str(&offset.to_string());
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// A lockfile as read back: the parsed JSON object, read with the original's loose
+/// semantics (`JSON.parse`, then any object or array counts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedRecord {
+    fields: Map<String, Value>,
+}
+
+impl ParsedRecord {
+    /// `JSON.parse` of the file read as UTF-8 (invalid bytes replaced, as Node does);
+    /// `None` for what the original's `readLock` treats as missing/corrupt.
+    pub fn parse(bytes: &[u8]) -> Option<ParsedRecord> {
+        let text = String::from_utf8_lossy(bytes);
+        match serde_json::from_str::<Value>(&text).ok()? {
+            Value::Object(fields) => Some(ParsedRecord { fields }),
+            // Arrays are objects to `typeof`; they have none of the fields.
+            Value::Array(_) => Some(ParsedRecord { fields: Map::new() }),
+            _ => None,
+        }
+    }
+
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.fields.get(name)
+    }
+
+    pub fn pid(&self) -> Option<&Value> {
+        self.field("pid")
+    }
+
+    /// `None` = the key is absent (`undefined`); `Some(Null)` is a defined `null`.
+    pub fn start_time(&self) -> Option<&Value> {
+        self.field("startTime")
+    }
+
+    pub fn goal_id(&self) -> Option<&Value> {
+        self.field("goalId")
+    }
+
+    /// `Number(lock.heartbeat)` as the original's subtraction coerces it.
+    pub fn heartbeat(&self) -> f64 {
+        to_number(self.field("heartbeat"))
+    }
+
+    /// The pid as a process id we may probe: a positive integer that fits a pid_t.
+    pub fn probeable_pid(&self) -> Option<i32> {
+        let n = self.pid()?.as_f64()?;
+        (n >= 1.0 && n <= f64::from(i32::MAX) && n.fract() == 0.0).then_some(n as i32)
+    }
+
+    pub fn owner_lock(&self) -> Option<u64> {
+        self.field("ownerLock")?.as_u64()
+    }
+
+    pub fn boot_id(&self) -> Option<&str> {
+        self.field("bootId")?.as_str()
+    }
+
+    pub fn pid_namespace(&self) -> Option<&str> {
+        self.field("pidNs")?.as_str()
+    }
+
+    pub fn hostname(&self) -> Option<&str> {
+        self.field("host")?.as_str()
+    }
+
+    /// Whether the record carries any of this package's host fields; records written by
+    /// the original carry none and count as local.
+    pub fn has_host_fields(&self) -> bool {
+        self.hostname().is_some() || self.boot_id().is_some() || self.pid_namespace().is_some()
+    }
+
+    /// The original's release guard (`goalId`, `pid` and `startTime` strictly equal), plus:
+    /// a record of another handle of this package (another `ownerLock`) is not ours.
+    pub fn is_held_by(
+        &self,
+        goal_id: &str,
+        pid: f64,
+        start_time: Option<f64>,
+        owner_lock: Option<u64>,
+    ) -> bool {
+        let goal_matches = matches!(self.goal_id(), Some(Value::String(g)) if g == goal_id);
+        let start_matches = match start_time {
+            None => self.start_time().is_none(),
+            Some(st) => strict_equals_number(self.start_time(), st),
+        };
+        let owner_matches = match (self.field("ownerLock"), owner_lock) {
+            (None, _) => true,
+            (Some(v), Some(ours)) => v.as_u64() == Some(ours),
+            (Some(_), None) => false,
+        };
+        goal_matches && strict_equals_number(self.pid(), pid) && start_matches && owner_matches
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(start_time: Option<f64>, owner_lock: Option<u64>) -> NewRecord {
+        NewRecord {
+            pid: 12345.0,
+            start_time,
+            heartbeat: 1_700_000_000_123.0,
+            goal_id: "goal_a".into(),
+            acquired_at: "2023-11-14T22:13:20.123Z".into(),
+            host: HostIdentity {
+                hostname: "box".into(),
+                boot_id: Some("b-1".into()),
+                pid_namespace: Some("4026531836".into()),
+            },
+            owner_lock,
+        }
+    }
+
+    #[test]
+    fn writes_the_original_five_fields_first_in_order() {
+        let json = record(Some(1000.0), Some(281_474_976_710_700)).to_json();
+        assert_eq!(
+            json,
+            "{\"pid\":12345,\"startTime\":1000,\"heartbeat\":1700000000123,\"goalId\":\"goal_a\",\
+             \"acquiredAt\":\"2023-11-14T22:13:20.123Z\",\"host\":\"box\",\"bootId\":\"b-1\",\
+             \"pidNs\":\"4026531836\",\"ownerLock\":281474976710700}"
+        );
+    }
+
+    #[test]
+    fn leaves_start_time_out_when_undefined() {
+        let json = record(None, None).to_json();
+        assert!(json.starts_with("{\"pid\":12345,\"heartbeat\":"), "{json}");
+        assert!(!json.contains("ownerLock"));
+    }
+
+    #[test]
+    fn parses_what_json_parse_accepts_as_an_object() {
+        assert!(ParsedRecord::parse(b"").is_none());
+        assert!(ParsedRecord::parse(b"{").is_none());
+        assert!(ParsedRecord::parse(b"5").is_none());
+        assert!(ParsedRecord::parse(b"null").is_none());
+        assert!(ParsedRecord::parse(b"\"x\"").is_none());
+        assert!(ParsedRecord::parse(b"[]").is_some());
+        let r = ParsedRecord::parse(b" {\"pid\":1,\"pid\":2,\"heartbeat\":\"7\"} ").unwrap();
+        assert_eq!(r.probeable_pid(), Some(2), "duplicate keys: the last wins");
+        assert_eq!(r.heartbeat(), 7.0);
+    }
+
+    #[test]
+    fn release_guard_compares_goal_pid_start_time_and_owner() {
+        let ours = ParsedRecord::parse(record(Some(1000.0), Some(7)).to_json().as_bytes()).unwrap();
+        assert!(ours.is_held_by("goal_a", 12345.0, Some(1000.0), Some(7)));
+        assert!(!ours.is_held_by("goal_a", 12345.0, Some(1000.0), Some(8)));
+        assert!(!ours.is_held_by("goal_b", 12345.0, Some(1000.0), Some(7)));
+        assert!(!ours.is_held_by("goal_a", 12346.0, Some(1000.0), Some(7)));
+        assert!(!ours.is_held_by("goal_a", 12345.0, None, Some(7)));
+        let original =
+            ParsedRecord::parse(br#"{"pid":12345,"heartbeat":1,"goalId":"goal_a","acquiredAt":"x"}"#)
+                .unwrap();
+        assert!(original.is_held_by("goal_a", 12345.0, None, Some(7)));
+        assert!(!original.is_held_by("goal_a", 12345.0, Some(1000.0), Some(7)));
+    }
+}

@@ -1,0 +1,503 @@
+//! Waiting for a busy lock without polling: one native thread per process watches, for every
+//! waiter, the events that can free the lock, and calls the waiter back at the first one:
+//! - the lockfile's directory entry changing (inotify: release, reclaim, refresh, overwrite);
+//! - the holder's death: its kernel byte becoming free (a helper thread blocked on it) for a
+//!   holder of this package, or its pid exiting (a pidfd) for a holder of the original;
+//! - the fallback deadline (`pollMs`), for what no event reports (another host's heartbeat
+//!   growing old, a file system without inotify).
+//!
+//! The callback runs on the watcher thread and must be quick (it hands off to JavaScript).
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// What woke a waiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeReason {
+    /// The lockfile's directory entry changed.
+    Changed,
+    /// The holder died or let go of its kernel lock.
+    HolderGone,
+    /// The fallback deadline passed.
+    Deadline,
+}
+
+/// Who holds the lock, for watching their death.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HolderWatch {
+    /// A holder of this package: its byte in the owner file.
+    KernelByte { owner_file: PathBuf, offset: u64 },
+    /// A holder of the original module in our PID namespace.
+    Pid(i32),
+}
+
+pub struct WaitSpec {
+    pub lock_path: PathBuf,
+    pub holder: Option<HolderWatch>,
+    pub deadline: Instant,
+}
+
+pub type WakeCallback = Box<dyn FnOnce(WakeReason) + Send>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WaitId(u64);
+
+struct Waiter {
+    dir: PathBuf,
+    name: OsString,
+    holder: Option<HolderWatch>,
+    deadline: Instant,
+    callback: WakeCallback,
+}
+
+struct DirWatch {
+    wd: i32,
+    users: usize,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    waiters: HashMap<WaitId, Waiter>,
+    dirs: HashMap<PathBuf, DirWatch>,
+    pidfds: HashMap<i32, OwnedFd>,
+    /// Kernel bytes a helper thread is blocked on; removed (and fired) when it returns.
+    byte_watchers: HashSet<(PathBuf, u64)>,
+    fired_bytes: Vec<(PathBuf, u64)>,
+    thread_started: bool,
+}
+
+struct Service {
+    state: Mutex<State>,
+    inotify: Option<OwnedFd>,
+    wake_fd: Option<OwnedFd>,
+}
+
+fn service() -> &'static Service {
+    static SERVICE: OnceLock<Service> = OnceLock::new();
+    SERVICE.get_or_init(|| Service {
+        state: Mutex::new(State::default()),
+        inotify: new_fd(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) }),
+        wake_fd: new_fd(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) }),
+    })
+}
+
+fn new_fd(raw: i32) -> Option<OwnedFd> {
+    // SAFETY: a non-negative return of inotify_init1/eventfd/pidfd_open is a new fd we own.
+    (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+const DIR_EVENTS: u32 = libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO
+    | libc::IN_CLOSE_WRITE
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF
+    | libc::IN_ONLYDIR;
+
+/// Calls `callback` once, at the first event that may have freed the lock.
+pub fn register(spec: WaitSpec, callback: WakeCallback) -> WaitId {
+    let svc = service();
+    let dir = spec.lock_path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let name = spec.lock_path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut st = svc.lock();
+    st.next_id += 1;
+    let id = WaitId(st.next_id);
+    svc.watch_dir(&mut st, &dir);
+    if let Some(holder) = &spec.holder {
+        svc.watch_holder(&mut st, holder);
+    }
+    st.waiters.insert(
+        id,
+        Waiter {
+            dir,
+            name,
+            holder: spec.holder,
+            deadline: spec.deadline,
+            callback,
+        },
+    );
+    if !st.thread_started {
+        st.thread_started = std::thread::Builder::new()
+            .name("workspace-lock-waiter".into())
+            .spawn(move || svc.run())
+            .is_ok();
+    }
+    drop(st);
+    svc.poke();
+    id
+}
+
+/// Withdraws a waiter; `true` if its callback had not run (and now never will).
+pub fn cancel(id: WaitId) -> bool {
+    let svc = service();
+    let mut st = svc.lock();
+    match st.waiters.remove(&id) {
+        Some(w) => {
+            svc.unwatch_dir(&mut st, &w.dir);
+            true
+        }
+        None => false,
+    }
+}
+
+/// How many waiters are registered (for tests and diagnostics).
+pub fn pending() -> usize {
+    service().lock().waiters.len()
+}
+
+impl Service {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn poke(&self) {
+        if let Some(fd) = &self.wake_fd {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+            unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    fn watch_dir(&self, st: &mut State, dir: &Path) {
+        if let Some(w) = st.dirs.get_mut(dir) {
+            w.users += 1;
+            return;
+        }
+        let Some(inotify) = &self.inotify else { return };
+        let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return };
+        // SAFETY: valid fd and NUL-terminated path.
+        let wd = unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), c_dir.as_ptr(), DIR_EVENTS) };
+        if wd >= 0 {
+            st.dirs.insert(dir.to_path_buf(), DirWatch { wd, users: 1 });
+        }
+    }
+
+    fn unwatch_dir(&self, st: &mut State, dir: &Path) {
+        let Some(w) = st.dirs.get_mut(dir) else { return };
+        w.users -= 1;
+        if w.users == 0 {
+            let wd = w.wd;
+            st.dirs.remove(dir);
+            // Another path may share this wd (a hard-linked or re-added directory).
+            if !st.dirs.values().any(|d| d.wd == wd) {
+                if let Some(inotify) = &self.inotify {
+                    // SAFETY: removing a watch descriptor from our own inotify fd.
+                    unsafe { libc::inotify_rm_watch(inotify.as_raw_fd(), wd) };
+                }
+            }
+        }
+    }
+
+    fn watch_holder(&'static self, st: &mut State, holder: &HolderWatch) {
+        match holder {
+            HolderWatch::Pid(pid) => {
+                if st.pidfds.contains_key(pid) {
+                    return;
+                }
+                // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+                let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, *pid, 0) } as i32;
+                if let Some(fd) = new_fd(raw) {
+                    st.pidfds.insert(*pid, fd);
+                }
+            }
+            HolderWatch::KernelByte { owner_file, offset } => {
+                let key = (owner_file.clone(), *offset);
+                if st.byte_watchers.contains(&key) {
+                    return;
+                }
+                let started = std::thread::Builder::new()
+                    .name("workspace-lock-holder-watch".into())
+                    .stack_size(64 * 1024)
+                    .spawn({
+                        let key = key.clone();
+                        move || {
+                            wait_for_byte(&key.0, key.1);
+                            let mut st = self.lock();
+                            st.byte_watchers.remove(&key);
+                            st.fired_bytes.push(key);
+                            drop(st);
+                            self.poke();
+                        }
+                    })
+                    .is_ok();
+                if started {
+                    st.byte_watchers.insert(key);
+                }
+            }
+        }
+    }
+
+    fn run(&self) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let (mut fds, pids, timeout) = {
+                let st = self.lock();
+                let mut fds = Vec::with_capacity(2 + st.pidfds.len());
+                for fd in [&self.wake_fd, &self.inotify].into_iter().flatten() {
+                    fds.push(pollfd(fd.as_raw_fd()));
+                }
+                let pids: Vec<i32> = st.pidfds.keys().copied().collect();
+                fds.extend(pids.iter().filter_map(|p| st.pidfds.get(p)).map(|fd| pollfd(fd.as_raw_fd())));
+                let next = st.waiters.values().map(|w| w.deadline).min();
+                let timeout = next.map_or(-1, |at| {
+                    let ms = at.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
+                    ms.min(i32::MAX as u128) as i32
+                });
+                (fds, pids, timeout)
+            };
+            // SAFETY: fds is a valid array of pollfd for its length.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if n < 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let mut fired: Vec<(WaitId, WakeReason)> = Vec::new();
+            let mut changed_entries: Vec<(i32, OsString)> = Vec::new();
+            let mut all_in_wd: Vec<i32> = Vec::new();
+            let base = usize::from(self.wake_fd.is_some()) + usize::from(self.inotify.is_some());
+            if let Some(fd) = &self.wake_fd {
+                drain(fd.as_raw_fd(), &mut buf);
+            }
+            if let Some(fd) = &self.inotify {
+                read_inotify(fd.as_raw_fd(), &mut buf, &mut changed_entries, &mut all_in_wd);
+            }
+            let mut st = self.lock();
+            let exited: Vec<i32> = pids
+                .iter()
+                .zip(fds.iter().skip(base))
+                .filter(|(_, p)| p.revents != 0)
+                .map(|(pid, _)| *pid)
+                .collect();
+            for pid in &exited {
+                st.pidfds.remove(pid);
+            }
+            let bytes = std::mem::take(&mut st.fired_bytes);
+            let now = Instant::now();
+            for (id, w) in &st.waiters {
+                let wd = st.dirs.get(&w.dir).map(|d| d.wd);
+                let changed = wd.is_some_and(|wd| {
+                    all_in_wd.contains(&wd) || changed_entries.iter().any(|(e, n)| *e == wd && *n == w.name)
+                });
+                let holder_gone = match &w.holder {
+                    Some(HolderWatch::Pid(pid)) => exited.contains(pid),
+                    Some(HolderWatch::KernelByte { owner_file, offset }) => {
+                        bytes.iter().any(|(f, o)| f == owner_file && o == offset)
+                    }
+                    None => false,
+                };
+                if changed {
+                    fired.push((*id, WakeReason::Changed));
+                } else if holder_gone {
+                    fired.push((*id, WakeReason::HolderGone));
+                } else if w.deadline <= now {
+                    fired.push((*id, WakeReason::Deadline));
+                }
+            }
+            // Oldest registration first: within this process waiters are served in order.
+            fired.sort_unstable_by_key(|(id, _)| *id);
+            let mut callbacks = Vec::with_capacity(fired.len());
+            for (id, reason) in fired {
+                if let Some(w) = st.waiters.remove(&id) {
+                    self.unwatch_dir(&mut st, &w.dir);
+                    callbacks.push((w.callback, reason));
+                }
+            }
+            // Pidfds nobody waits on any more are closed.
+            let wanted: HashSet<i32> = st
+                .waiters
+                .values()
+                .filter_map(|w| match w.holder {
+                    Some(HolderWatch::Pid(p)) => Some(p),
+                    _ => None,
+                })
+                .collect();
+            st.pidfds.retain(|pid, _| wanted.contains(pid));
+            drop(st);
+            for (callback, reason) in callbacks {
+                callback(reason);
+            }
+        }
+    }
+}
+
+fn pollfd(fd: i32) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+fn drain(fd: i32, buf: &mut [u8]) {
+    // SAFETY: reads into a valid buffer from our own non-blocking fd.
+    while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+}
+
+/// Collects (wd, name) of every entry event, and the wds whose directory itself went away.
+fn read_inotify(fd: i32, buf: &mut [u8], entries: &mut Vec<(i32, OsString)>, whole: &mut Vec<i32>) {
+    const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
+    loop {
+        // SAFETY: reads into a valid buffer from our own non-blocking fd.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return;
+        }
+        let mut at = 0usize;
+        let n = n as usize;
+        while at + HEADER <= n {
+            // SAFETY: the kernel wrote a whole inotify_event at `at`; read it unaligned.
+            let ev: libc::inotify_event = unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
+            let name_len = ev.len as usize;
+            let name_bytes = buf.get(at + HEADER..at + HEADER + name_len).unwrap_or(&[]);
+            let end = name_bytes.iter().position(|&b| b == 0).unwrap_or(name_bytes.len());
+            if ev.mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED | libc::IN_Q_OVERFLOW) != 0 {
+                whole.push(ev.wd);
+            } else {
+                entries.push((ev.wd, OsString::from_vec(name_bytes[..end].to_vec())));
+            }
+            at += HEADER + name_len;
+        }
+    }
+}
+
+/// Blocks until nobody holds the byte (its holder released it or died), then lets go.
+fn wait_for_byte(owner_file: &Path, offset: u64) {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags_cloexec_nofollow()
+        .open(owner_file)
+    else {
+        return;
+    };
+    // A read lock: many watchers (in many processes) can wait side by side.
+    // SAFETY: flock is plain data; zero is valid (OFD locks require l_pid 0).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_RDLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = offset as libc::off_t;
+    fl.l_len = 1;
+    loop {
+        // SAFETY: valid fd and flock struct.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLKW, &fl) };
+        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    // Closing the file drops our read lock at once.
+}
+
+trait CloexecNofollow {
+    fn custom_flags_cloexec_nofollow(&mut self) -> &mut Self;
+}
+
+impl CloexecNofollow for std::fs::OpenOptions {
+    fn custom_flags_cloexec_nofollow(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel_lock::{HolderSlot, OwnerFile, OWNER_FILE_NAME};
+    use crate::test_support::TempDir;
+    use std::sync::mpsc;
+
+    fn wait_for(spec: WaitSpec) -> mpsc::Receiver<(WakeReason, Instant)> {
+        let (tx, rx) = mpsc::channel();
+        register(spec, Box::new(move |r| {
+            let _ = tx.send((r, Instant::now()));
+        }));
+        rx
+    }
+
+    #[test]
+    fn a_change_of_the_lockfile_wakes_at_once() {
+        let dir = TempDir::new("wait-change");
+        let lock = dir.path().join("h.lock");
+        std::fs::write(&lock, b"{}").unwrap();
+        let rx = wait_for(WaitSpec {
+            lock_path: lock.clone(),
+            holder: None,
+            deadline: Instant::now() + Duration::from_secs(30),
+        });
+        // Another file in the directory does not wake it.
+        std::fs::write(dir.path().join("other.lock"), b"{}").unwrap();
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        let removed = Instant::now();
+        std::fs::remove_file(&lock).unwrap();
+        let (reason, at) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(reason, WakeReason::Changed);
+        assert!(at.duration_since(removed) < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_deadline_wakes_when_nothing_happens() {
+        let dir = TempDir::new("wait-deadline");
+        let rx = wait_for(WaitSpec {
+            lock_path: dir.path().join("h.lock"),
+            holder: None,
+            deadline: Instant::now() + Duration::from_millis(30),
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().0, WakeReason::Deadline);
+    }
+
+    #[test]
+    fn a_holder_letting_go_of_its_kernel_byte_wakes_the_waiter() {
+        let dir = TempDir::new("wait-byte");
+        let holder = OwnerFile::open(dir.path(), true).unwrap().unwrap();
+        let slot = HolderSlot::random();
+        assert!(holder.try_hold(slot).unwrap());
+        let rx = wait_for(WaitSpec {
+            lock_path: dir.path().join("h.lock"),
+            holder: Some(HolderWatch::KernelByte {
+                owner_file: dir.path().join(OWNER_FILE_NAME),
+                offset: slot.0,
+            }),
+            deadline: Instant::now() + Duration::from_secs(30),
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        drop(holder); // as at the holder's death
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().0, WakeReason::HolderGone);
+    }
+
+    #[test]
+    fn a_holder_pid_exiting_wakes_the_waiter() {
+        let dir = TempDir::new("wait-pid");
+        let mut child = std::process::Command::new("sleep").arg("0.2").spawn().unwrap();
+        let rx = wait_for(WaitSpec {
+            lock_path: dir.path().join("h.lock"),
+            holder: Some(HolderWatch::Pid(child.id() as i32)),
+            deadline: Instant::now() + Duration::from_secs(30),
+        });
+        let (reason, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(reason, WakeReason::HolderGone);
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn a_cancelled_waiter_is_never_called() {
+        let dir = TempDir::new("wait-cancel");
+        let (tx, rx) = mpsc::channel::<WakeReason>();
+        let id = register(
+            WaitSpec {
+                lock_path: dir.path().join("h.lock"),
+                holder: None,
+                deadline: Instant::now() + Duration::from_millis(20),
+            },
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        assert!(cancel(id));
+        assert!(!cancel(id));
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+    }
+}

@@ -1,0 +1,400 @@
+//! `acquireWorkspaceLock`: the original's loop, with its first attempt run synchronously in
+//! the call (as the original's async function does before its first `await`), and every
+//! later attempt run on the JS thread when the core's waiter reports that the lock may be
+//! free (a release, the holder's death, or the `pollMs` fallback). Waiting costs no thread
+//! of the libuv pool and no CPU; an abort rejects at once and removes its listener.
+
+use crate::handle::{lost_notifier, make_handle, HandleFields};
+use crate::js::{self, Env, Fail, JsRef, JsResult, JsValue};
+use crate::judge::Judge;
+use crate::options::{AcquireOptions, JudgeOptions};
+use napi::bindgen_prelude::*;
+use napi::JsValue as _;
+use napi::sys;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ptr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use workspace_lock_core::error::LockError;
+use workspace_lock_core::held_lock::HeldLock;
+use workspace_lock_core::host::{host_identity, locality_of, Locality};
+use workspace_lock_core::js_semantics::{iso_string, template_string};
+use workspace_lock_core::kernel_lock::{HolderSlot, OwnerFile, OWNER_FILE_NAME};
+use workspace_lock_core::liveness::Verdict;
+use workspace_lock_core::lockfile_io::LockTarget;
+use workspace_lock_core::protocol::{try_claim, Busy, ClaimOutcome, Claimant};
+use workspace_lock_core::record::{NewRecord, ParsedRecord};
+use workspace_lock_core::waiting::{self, HolderWatch, WaitId, WaitSpec};
+
+/// What an acquisition needs besides the caller's JavaScript callbacks.
+struct Request {
+    cwd: String,
+    goal_id: String,
+    target: LockTarget,
+    lock_path: String,
+    fail_on_workspace_busy: bool,
+    poll: Duration,
+    pid: f64,
+    written_start_time: Option<f64>,
+    heartbeat_stale_ms: f64,
+    injected: bool,
+}
+
+/// The caller's callbacks, as live values for one attempt.
+struct Callbacks {
+    judge: JudgeOptions,
+    signal: Option<JsValue>,
+    on_compromised: Option<JsValue>,
+}
+
+struct BindingClaimant<'a> {
+    request: &'a Request,
+    judge: Judge<'a>,
+}
+
+impl Claimant for BindingClaimant<'_> {
+    type Error = Fail;
+
+    fn judge(&mut self, record: &ParsedRecord, owners: Option<&OwnerFile>) -> JsResult<Verdict> {
+        self.judge.verdict(record, owners)
+    }
+
+    fn record(&mut self, slot: Option<HolderSlot>) -> JsResult<NewRecord> {
+        let heartbeat = self.judge.now()?;
+        let acquired = self.judge.now()?;
+        let invalid = || js::range_error("Invalid time value");
+        if !heartbeat.is_finite() {
+            return Err(invalid());
+        }
+        let acquired_at = iso_string(acquired).ok_or_else(invalid)?;
+        Ok(NewRecord {
+            pid: self.request.pid,
+            start_time: self.request.written_start_time,
+            heartbeat,
+            goal_id: self.request.goal_id.clone(),
+            acquired_at,
+            host: host_identity().clone(),
+            owner_lock: slot.map(|s| s.0),
+        })
+    }
+}
+
+enum Step {
+    Acquired(JsValue),
+    Wait(Busy),
+}
+
+fn is_aborted(env: Env, signal: Option<JsValue>) -> JsResult<bool> {
+    let Some(signal) = signal else { return Ok(false) };
+    let aborted = js::get_named(env, signal, "aborted")?;
+    let mut truthy = ptr::null_mut();
+    // SAFETY: aborted is a live value of env.
+    unsafe { sys::napi_coerce_to_bool(env, aborted, &mut truthy) };
+    Ok(js::get_bool(env, truthy))
+}
+
+/// One turn of the original's loop.
+fn attempt(env: Env, request: &Request, callbacks: &Callbacks) -> JsResult<Step> {
+    if is_aborted(env, callbacks.signal)? {
+        return Err(Fail::Lock(LockError::Aborted(format!(
+            "workspace lock acquisition aborted for goal {} (cwd={})",
+            request.goal_id, request.cwd
+        ))));
+    }
+    let mut claimant = BindingClaimant {
+        request,
+        judge: Judge {
+            env,
+            opts: &callbacks.judge,
+        },
+    };
+    match try_claim(&request.target, &mut claimant, request.heartbeat_stale_ms)? {
+        ClaimOutcome::Claimed(claim) => {
+            let on_lost = match callbacks.on_compromised {
+                Some(f) => Some(lost_notifier(env, f, &request.goal_id, &request.cwd)?),
+                None => None,
+            };
+            // A test clock owns time: with an injected `now` the heartbeat is never rewritten.
+            let refresh = callbacks.judge.now.is_none();
+            let held = HeldLock::hold(*claim, refresh, request.heartbeat_stale_ms, on_lost);
+            let fields = HandleFields {
+                cwd: &request.cwd,
+                goal_id: &request.goal_id,
+                lock_path: &request.lock_path,
+                start_time: request.written_start_time,
+            };
+            Ok(Step::Acquired(make_handle(env, &fields, held)?))
+        }
+        ClaimOutcome::Busy(busy) if request.fail_on_workspace_busy => {
+            let holder = busy.holder.as_ref();
+            Err(Fail::Lock(LockError::Busy(format!(
+                "workspace busy: cwd={} held by goalId={} (pid={})",
+                request.cwd,
+                template_string(holder.and_then(|h| h.goal_id())),
+                template_string(holder.and_then(|h| h.pid())),
+            ))))
+        }
+        ClaimOutcome::Busy(busy) => Ok(Step::Wait(busy)),
+    }
+}
+
+pub fn acquire(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsResult<JsValue> {
+    let mut deferred = ptr::null_mut();
+    let mut promise = ptr::null_mut();
+    // SAFETY: env is the live env of this call.
+    let status = unsafe { sys::napi_create_promise(env, &mut deferred, &mut promise) };
+    if status != sys::Status::napi_ok {
+        return Err(js::type_error("could not create a promise"));
+    }
+    // Every failure rejects, as from the original's async function; nothing throws.
+    match start(env, cwd, goal_id, opts) {
+        Ok(Started::Done(handle)) => settle(env, deferred, Ok(handle)),
+        Ok(Started::Waiting(request, callbacks, busy)) => {
+            if let Err(fail) = begin_waiting(env, deferred, request, callbacks, busy) {
+                settle(env, deferred, Err(fail));
+            }
+        }
+        Err(fail) => settle(env, deferred, Err(fail)),
+    }
+    Ok(promise)
+}
+
+enum Started {
+    Done(JsValue),
+    Waiting(Request, Callbacks, Busy),
+}
+
+fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsResult<Started> {
+    let cwd = crate::options::require_string(env, cwd, "cwd")?;
+    let goal_id = crate::options::require_string(env, goal_id, "goalId")?;
+    let options: AcquireOptions = crate::options::acquire_options(env, opts)?;
+    let lock_path = crate::lock_path_of(&cwd)?;
+    let pid = options.pid.unwrap_or(f64::from(std::process::id()));
+    let judge = Judge {
+        env,
+        opts: &options.judge,
+    };
+    let written_start_time = judge.start_time(Some(&serde_json::Value::from(pid)))?;
+    if written_start_time.is_some_and(|st| !st.is_finite()) {
+        return Err(js::range_error(
+            "opts.startTimeResolver must return a finite number or undefined for the holder's pid",
+        ));
+    }
+    let request = Request {
+        lock_path: lock_path.to_string_lossy().into_owned(),
+        target: LockTarget::new(lock_path),
+        cwd,
+        goal_id,
+        fail_on_workspace_busy: options.fail_on_workspace_busy,
+        poll: Duration::from_secs_f64(options.poll_ms.max(1.0) / 1000.0),
+        pid,
+        written_start_time,
+        heartbeat_stale_ms: options.judge.heartbeat_stale_ms,
+        injected: options.judge.injected(),
+    };
+    let callbacks = Callbacks {
+        judge: options.judge,
+        signal: options.signal,
+        on_compromised: options.on_compromised,
+    };
+    Ok(match attempt(env, &request, &callbacks)? {
+        Step::Acquired(handle) => Started::Done(handle),
+        Step::Wait(busy) => Started::Waiting(request, callbacks, busy),
+    })
+}
+
+fn settle(env: Env, deferred: sys::napi_deferred, outcome: JsResult<JsValue>) {
+    // SAFETY: each deferred is settled exactly once, on its env's thread.
+    unsafe {
+        match outcome {
+            Ok(v) => sys::napi_resolve_deferred(env, deferred, v),
+            Err(fail) => sys::napi_reject_deferred(env, deferred, js::error_value(env, &fail)),
+        }
+    };
+}
+
+type RetryFn = ThreadsafeFunction<u64, (), (), Status, false>;
+
+/// An acquisition waiting for its next attempt.
+struct Pending {
+    deferred: sys::napi_deferred,
+    request: Request,
+    resolver: Option<JsRef>,
+    now: Option<JsRef>,
+    signal: Option<JsRef>,
+    on_compromised: Option<JsRef>,
+    abort_listener: Option<JsRef>,
+    retry: Arc<RetryFn>,
+    wait: Option<WaitId>,
+}
+
+thread_local! {
+    static PENDING: RefCell<HashMap<u64, Pending>> = RefCell::new(HashMap::new());
+    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
+}
+
+fn reference(env: Env, v: Option<JsValue>) -> JsResult<Option<JsRef>> {
+    v.map(|v| JsRef::new(env, v)).transpose()
+}
+
+fn begin_waiting(
+    env: Env,
+    deferred: sys::napi_deferred,
+    request: Request,
+    callbacks: Callbacks,
+    busy: Busy,
+) -> JsResult<()> {
+    crate::ensure_env_cleanup(env);
+    let id = NEXT_ID.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    });
+    let napi_env = napi::Env::from_raw(env);
+    let base = napi_env
+        .create_function_from_closure::<(), (), _>("workspaceLockRetry", |_ctx| Ok(()))
+        .map_err(|e| js::type_error(e.reason.clone()))?;
+    // Keeps the event loop alive while waiting, as the original's timer does.
+    let retry: RetryFn = base
+        .build_threadsafe_function::<u64>()
+        .callee_handled::<false>()
+        .build_callback(move |ctx| {
+            retry(ctx.env.raw(), ctx.value);
+            Ok(())
+        })
+        .map_err(|e| js::type_error(e.reason.clone()))?;
+    let abort_listener = match callbacks.signal {
+        Some(signal) => {
+            let listener = napi_env
+                .create_function_from_closure::<(), (), _>("onWorkspaceLockAbort", move |ctx| {
+                    abort(ctx.env.raw(), id);
+                    Ok(())
+                })
+                .map_err(|e| js::type_error(e.reason.clone()))?;
+            let add = js::get_named(env, signal, "addEventListener")?;
+            js::call(env, add, signal, &[js::string(env, "abort"), listener.raw()])?;
+            Some(JsRef::new(env, listener.raw())?)
+        }
+        None => None,
+    };
+    let pending = Pending {
+        deferred,
+        resolver: reference(env, callbacks.judge.start_time_resolver)?,
+        now: reference(env, callbacks.judge.now)?,
+        signal: reference(env, callbacks.signal)?,
+        on_compromised: reference(env, callbacks.on_compromised)?,
+        abort_listener,
+        retry: Arc::new(retry),
+        wait: None,
+        request,
+    };
+    park(pending, id, &busy);
+    Ok(())
+}
+
+/// Who to watch for the holder's death: its kernel byte if it is of this package and on
+/// this kernel, its pid if it is of the original and in our PID namespace.
+fn holder_watch(request: &Request, busy: &Busy) -> Option<HolderWatch> {
+    let holder = busy.holder.as_ref()?;
+    match (holder.owner_lock(), locality_of(holder)) {
+        (_, Locality::Elsewhere) => None,
+        (Some(offset), _) if HolderSlot::is_valid(offset) => Some(HolderWatch::KernelByte {
+            owner_file: request.target.dir.join(OWNER_FILE_NAME),
+            offset,
+        }),
+        (None, Locality::SamePidNamespace) if !request.injected => holder.probeable_pid().map(HolderWatch::Pid),
+        _ => None,
+    }
+}
+
+fn park(mut pending: Pending, id: u64, busy: &Busy) {
+    let retry = pending.retry.clone();
+    let spec = WaitSpec {
+        lock_path: pending.request.target.path.clone(),
+        holder: holder_watch(&pending.request, busy),
+        deadline: Instant::now() + pending.request.poll,
+    };
+    pending.wait = Some(waiting::register(
+        spec,
+        Box::new(move |_reason| {
+            retry.call(id, ThreadsafeFunctionCallMode::NonBlocking);
+        }),
+    ));
+    PENDING.with(|p| p.borrow_mut().insert(id, pending));
+}
+
+fn take(id: u64) -> Option<Pending> {
+    PENDING.with(|p| p.borrow_mut().remove(&id))
+}
+
+/// The next attempt, on the JS thread.
+fn retry(env: Env, id: u64) {
+    let Some(pending) = take(id) else { return };
+    let callbacks = Callbacks {
+        judge: JudgeOptions {
+            heartbeat_stale_ms: pending.request.heartbeat_stale_ms,
+            start_time_resolver: pending.resolver.as_ref().map(JsRef::get),
+            now: pending.now.as_ref().map(JsRef::get),
+        },
+        signal: pending.signal.as_ref().map(JsRef::get),
+        on_compromised: pending.on_compromised.as_ref().map(JsRef::get),
+    };
+    match attempt(env, &pending.request, &callbacks) {
+        Ok(Step::Acquired(handle)) => finish(env, pending, Ok(handle)),
+        // A callback may have aborted the signal during this attempt.
+        Ok(Step::Wait(_)) if matches!(is_aborted(env, callbacks.signal), Ok(true)) => {
+            finish(env, pending, Err(aborted_while_waiting()))
+        }
+        Ok(Step::Wait(busy)) => park(pending, id, &busy),
+        Err(fail) => finish(env, pending, Err(fail)),
+    }
+}
+
+fn aborted_while_waiting() -> Fail {
+    Fail::Lock(LockError::Aborted("workspace lock acquisition aborted".into()))
+}
+
+/// The abort listener: rejects at once.
+fn abort(env: Env, id: u64) {
+    if let Some(pending) = take(id) {
+        finish(env, pending, Err(aborted_while_waiting()));
+    }
+}
+
+/// Settles a waiting acquisition and lets go of everything it held.
+fn finish(env: Env, mut pending: Pending, outcome: JsResult<JsValue>) {
+    if let Some(wait) = pending.wait.take() {
+        waiting::cancel(wait);
+    }
+    if let (Some(signal), Some(listener)) = (&pending.signal, &pending.abort_listener) {
+        let signal = signal.get();
+        if let Ok(remove) = js::get_named(env, signal, "removeEventListener") {
+            let _ = js::call(env, remove, signal, &[js::string(env, "abort"), listener.get()]);
+        }
+    }
+    settle(env, pending.deferred, outcome);
+}
+
+/// Env teardown: pending acquisitions stop waiting; the engine frees their JS values.
+pub fn abandon_all_pending() {
+    let all: Vec<Pending> = PENDING.with(|p| p.borrow_mut().drain().map(|(_, v)| v).collect());
+    for mut pending in all {
+        if let Some(wait) = pending.wait.take() {
+            waiting::cancel(wait);
+        }
+        for r in [
+            pending.resolver.take(),
+            pending.now.take(),
+            pending.signal.take(),
+            pending.on_compromised.take(),
+            pending.abort_listener.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            r.forget();
+        }
+    }
+}

@@ -1,0 +1,167 @@
+#![deny(clippy::all)]
+//! The napi binding of the workspace lock: converts JavaScript values and errors to and from
+//! the pure Rust core (`workspace-lock-core`) and keeps nothing else.
+
+mod acquire;
+mod handle;
+mod js;
+mod judge;
+mod options;
+
+use js::JsResult;
+use napi::bindgen_prelude::*;
+use napi::sys;
+use napi_derive::napi;
+use std::cell::Cell;
+use std::path::PathBuf;
+use workspace_lock_core::js_semantics::node_path_join;
+use workspace_lock_core::kernel_lock::OwnerFile;
+use workspace_lock_core::lockfile_io::{observe, Observed};
+use workspace_lock_core::liveness::Verdict;
+use workspace_lock_core::paths::{workspace_lock_path as core_lock_path, PathContext};
+use workspace_lock_core::process_probe::start_time_of;
+use workspace_lock_core::protocol::reclaim_stale;
+
+fn lock_path_of(cwd: &str) -> JsResult<PathBuf> {
+    let ctx = PathContext::from_process()?;
+    Ok(core_lock_path(cwd, &ctx)?)
+}
+
+/// Runs a synchronous export: a failure is thrown as the exact JavaScript value it stands
+/// for (a thrown callback value unchanged, or our TypeError/RangeError/fs-style Error).
+fn run_sync<'env>(env: &'env Env, body: impl FnOnce(sys::napi_env) -> JsResult<sys::napi_value>) -> Result<Unknown<'env>> {
+    let raw = env.raw();
+    match body(raw) {
+        // SAFETY: the value was created in this env during this call.
+        Ok(v) => Ok(unsafe { Unknown::from_raw_unchecked(raw, v) }),
+        Err(fail) => {
+            let thrown = js::error_value(raw, &fail);
+            // SAFETY: as above; napi-rs rethrows this very value.
+            Err(Error::from(unsafe { Unknown::from_raw_unchecked(raw, thrown) }))
+        }
+    }
+}
+
+thread_local! {
+    static CLEANUP_REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// At env teardown (process exit, worker termination) held locks are released and pending
+/// acquisitions stop, so nothing is left behind and no attempt runs for a dead env.
+fn ensure_env_cleanup(env: sys::napi_env) {
+    if CLEANUP_REGISTERED.with(|c| c.replace(true)) {
+        return;
+    }
+    unsafe extern "C" fn cleanup(_arg: *mut std::ffi::c_void) {
+        acquire::abandon_all_pending();
+        handle::release_all_held();
+        CLEANUP_REGISTERED.with(|c| c.set(false));
+    }
+    // SAFETY: registers a plain function with no data on this env.
+    unsafe { sys::napi_add_env_cleanup_hook(env, Some(cleanup), std::ptr::null_mut()) };
+}
+
+/// `workspaceLockPath(cwd)`: where pi-crew keeps the lockfile of `cwd`.
+#[napi(catch_unwind, js_name = "workspaceLockPath", ts_args_type = "cwd: string", ts_return_type = "string")]
+pub fn workspace_lock_path<'env>(env: &'env Env, cwd: Unknown<'env>) -> Result<Unknown<'env>> {
+    run_sync(env, |raw| {
+        let cwd = options::require_string(raw, cwd.raw(), "cwd")?;
+        let path = lock_path_of(&cwd)?;
+        Ok(js::string(raw, &path.to_string_lossy()))
+    })
+}
+
+/// `defaultStartTimeResolver(pid)`: the original's `/proc/<pid>/stat` start time.
+#[napi(
+    catch_unwind,
+    js_name = "defaultStartTimeResolver",
+    ts_args_type = "pid: number",
+    ts_return_type = "number | undefined"
+)]
+pub fn default_start_time_resolver<'env>(env: &'env Env, pid: Unknown<'env>) -> Result<Unknown<'env>> {
+    run_sync(env, |raw| {
+        // `/proc/${pid}/stat`: the pid as a template literal prints it.
+        let text = match js::type_of(raw, pid.raw()) {
+            sys::ValueType::napi_number => {
+                let n = js::get_f64(raw, pid.raw());
+                workspace_lock_core::js_semantics::number_to_js_string(n)
+            }
+            sys::ValueType::napi_string => js::get_string(raw, pid.raw())?,
+            _ => String::new(),
+        };
+        Ok(start_time_of(&text).map_or_else(|| js::undefined(raw), |st| js::number(raw, st)))
+    })
+}
+
+/// `acquireWorkspaceLock(cwd, goalId, opts?)`.
+#[napi(
+    catch_unwind,
+    js_name = "acquireWorkspaceLock",
+    ts_args_type = "cwd: string, goalId: string, opts?: AcquireWorkspaceLockOptions",
+    ts_return_type = "Promise<WorkspaceLockHandle>"
+)]
+pub fn acquire_workspace_lock<'env>(
+    env: &'env Env,
+    cwd: Unknown<'env>,
+    goal_id: Unknown<'env>,
+    opts: Option<Unknown<'env>>,
+) -> Result<Unknown<'env>> {
+    ensure_env_cleanup(env.raw());
+    run_sync(env, |raw| acquire::acquire(raw, cwd.raw(), goal_id.raw(), opts.map(|o| o.raw())))
+}
+
+/// `isWorkspaceBusy(cwd, opts?)`: the live holder's goalId, or `undefined`.
+#[napi(
+    catch_unwind,
+    js_name = "isWorkspaceBusy",
+    ts_args_type = "cwd: string, opts?: { startTimeResolver?: StartTimeResolver; heartbeatStaleMs?: number; now?: () => number }",
+    ts_return_type = "string | undefined"
+)]
+pub fn is_workspace_busy<'env>(env: &'env Env, cwd: Unknown<'env>, opts: Option<Unknown<'env>>) -> Result<Unknown<'env>> {
+    run_sync(env, |raw| {
+        let cwd = options::require_string(raw, cwd.raw(), "cwd")?;
+        let opts = options::judge_options(raw, opts.map(|o| o.raw()))?;
+        let path = lock_path_of(&cwd)?;
+        let Observed::File { record: Some(record), .. } = observe(&path)? else {
+            return Ok(js::undefined(raw));
+        };
+        let owners = match path.parent() {
+            Some(dir) if !opts.injected() => OwnerFile::open(dir, false).ok().flatten(),
+            _ => None,
+        };
+        let judge = judge::Judge { env: raw, opts: &opts };
+        match judge.verdict(&record, owners.as_ref())? {
+            Verdict::Live => js::from_json(raw, record.goal_id()),
+            Verdict::Stale(_) | Verdict::Malformed => Ok(js::undefined(raw)),
+        }
+    })
+}
+
+/// `reclaimStaleLocks(dir, opts?)`: deletes the stale `*.lock` files of `dir`.
+#[napi(
+    catch_unwind,
+    js_name = "reclaimStaleLocks",
+    ts_args_type = "dir: string, opts?: { heartbeatStaleMs?: number; startTimeResolver?: StartTimeResolver; now?: () => number }",
+    ts_return_type = "string[]"
+)]
+pub fn reclaim_stale_locks<'env>(env: &'env Env, dir: Unknown<'env>, opts: Option<Unknown<'env>>) -> Result<Unknown<'env>> {
+    run_sync(env, |raw| {
+        let dir = options::require_string(raw, dir.raw(), "dir")?;
+        let opts = options::judge_options(raw, opts.map(|o| o.raw()))?;
+        let judge = judge::Judge { env: raw, opts: &opts };
+        let reclaimed = reclaim_stale(
+            std::path::Path::new(&dir),
+            &mut |record, owners: Option<&OwnerFile>| judge.verdict(record, owners),
+            opts.heartbeat_stale_ms,
+        )?;
+        let mut arr = std::ptr::null_mut();
+        // SAFETY: raw is the live env of this call.
+        unsafe { sys::napi_create_array_with_length(raw, reclaimed.len(), &mut arr) };
+        for (i, r) in reclaimed.iter().enumerate() {
+            let joined = node_path_join(&dir, &String::from_utf8_lossy(&r.file_name));
+            // SAFETY: arr is an array of this env.
+            unsafe { sys::napi_set_element(raw, arr, i as u32, js::string(raw, &joined)) };
+        }
+        Ok(arr)
+    })
+}
