@@ -9,9 +9,9 @@ use crate::js::{self, Env, Fail, JsRef, JsResult, JsValue};
 use crate::judge::Judge;
 use crate::options::{AcquireOptions, JudgeOptions};
 use napi::bindgen_prelude::*;
-use napi::JsValue as _;
 use napi::sys;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::JsValue as _;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ptr;
@@ -87,7 +87,9 @@ enum Step {
 }
 
 fn is_aborted(env: Env, signal: Option<JsValue>) -> JsResult<bool> {
-    let Some(signal) = signal else { return Ok(false) };
+    let Some(signal) = signal else {
+        return Ok(false);
+    };
     let aborted = js::get_named(env, signal, "aborted")?;
     let mut truthy = ptr::null_mut();
     // SAFETY: aborted is a live value of env.
@@ -118,12 +120,14 @@ fn attempt(env: Env, request: &Request, callbacks: &Callbacks) -> JsResult<Step>
             };
             // A test clock owns time: with an injected `now` the heartbeat is never rewritten.
             let refresh = callbacks.judge.now.is_none();
+            let reclaimed = claim.reclaimed.clone();
             let held = HeldLock::hold(*claim, refresh, request.heartbeat_stale_ms, on_lost);
             let fields = HandleFields {
                 cwd: &request.cwd,
                 goal_id: &request.goal_id,
                 lock_path: &request.lock_path,
                 start_time: request.written_start_time,
+                reclaimed: reclaimed.as_ref(),
             };
             Ok(Step::Acquired(make_handle(env, &fields, held)?))
         }
@@ -140,7 +144,12 @@ fn attempt(env: Env, request: &Request, callbacks: &Callbacks) -> JsResult<Step>
     }
 }
 
-pub fn acquire(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsResult<JsValue> {
+pub fn acquire(
+    env: Env,
+    cwd: JsValue,
+    goal_id: JsValue,
+    opts: Option<JsValue>,
+) -> JsResult<JsValue> {
     let mut deferred = ptr::null_mut();
     let mut promise = ptr::null_mut();
     // SAFETY: env is the live env of this call.
@@ -151,7 +160,8 @@ pub fn acquire(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) 
     // Every failure rejects, as from the original's async function; nothing throws.
     match start(env, cwd, goal_id, opts) {
         Ok(Started::Done(handle)) => settle(env, deferred, Ok(handle)),
-        Ok(Started::Waiting(request, callbacks, busy)) => {
+        Ok(Started::Waiting(waiting)) => {
+            let (request, callbacks, busy) = *waiting;
             if let Err(fail) = begin_waiting(env, deferred, request, callbacks, busy) {
                 settle(env, deferred, Err(fail));
             }
@@ -163,7 +173,7 @@ pub fn acquire(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) 
 
 enum Started {
     Done(JsValue),
-    Waiting(Request, Callbacks, Busy),
+    Waiting(Box<(Request, Callbacks, Busy)>),
 }
 
 fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsResult<Started> {
@@ -201,7 +211,7 @@ fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsR
     };
     Ok(match attempt(env, &request, &callbacks)? {
         Step::Acquired(handle) => Started::Done(handle),
-        Step::Wait(busy) => Started::Waiting(request, callbacks, busy),
+        Step::Wait(busy) => Started::Waiting(Box::new((request, callbacks, busy))),
     })
 }
 
@@ -274,7 +284,12 @@ fn begin_waiting(
                 })
                 .map_err(|e| js::type_error(e.reason.clone()))?;
             let add = js::get_named(env, signal, "addEventListener")?;
-            js::call(env, add, signal, &[js::string(env, "abort"), listener.raw()])?;
+            js::call(
+                env,
+                add,
+                signal,
+                &[js::string(env, "abort"), listener.raw()],
+            )?;
             Some(JsRef::new(env, listener.raw())?)
         }
         None => None,
@@ -304,7 +319,9 @@ fn holder_watch(request: &Request, busy: &Busy) -> Option<HolderWatch> {
             owner_file: request.target.dir.join(OWNER_FILE_NAME),
             offset,
         }),
-        (None, Locality::SamePidNamespace) if !request.injected => holder.probeable_pid().map(HolderWatch::Pid),
+        (None, Locality::SamePidNamespace) if !request.injected => {
+            holder.probeable_pid().map(HolderWatch::Pid)
+        }
         _ => None,
     }
 }
@@ -353,7 +370,9 @@ fn retry(env: Env, id: u64) {
 }
 
 fn aborted_while_waiting() -> Fail {
-    Fail::Lock(LockError::Aborted("workspace lock acquisition aborted".into()))
+    Fail::Lock(LockError::Aborted(
+        "workspace lock acquisition aborted".into(),
+    ))
 }
 
 /// The abort listener: rejects at once.
@@ -371,7 +390,12 @@ fn finish(env: Env, mut pending: Pending, outcome: JsResult<JsValue>) {
     if let (Some(signal), Some(listener)) = (&pending.signal, &pending.abort_listener) {
         let signal = signal.get();
         if let Ok(remove) = js::get_named(env, signal, "removeEventListener") {
-            let _ = js::call(env, remove, signal, &[js::string(env, "abort"), listener.get()]);
+            let _ = js::call(
+                env,
+                remove,
+                signal,
+                &[js::string(env, "abort"), listener.get()],
+            );
         }
     }
     settle(env, pending.deferred, outcome);

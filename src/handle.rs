@@ -1,19 +1,20 @@
 //! The handle `acquireWorkspaceLock` resolves with: a plain object with the original's keys
 //! (`cwd`, `goalId`, `lockPath`, `startTime`, `release`), plus non-enumerable extras that
-//! `Object.keys` and deep equality do not see: `compromised`, `compromisedReason` and
-//! `Symbol.dispose`. Held locks of an env are released when that env is torn down
+//! `Object.keys` and deep equality do not see: `compromised`, `compromisedReason`,
+//! `reclaimed` and `Symbol.dispose`. Held locks of an env are released when that env is torn down
 //! (process exit, worker termination).
 
 use crate::js::{self, Env, JsResult, JsValue};
 use napi::bindgen_prelude::*;
-use napi::JsValue as _;
 use napi::sys;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi::JsValue as _;
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::ptr;
 use std::sync::Arc;
 use workspace_lock_core::held_lock::{HeldLock, LostCallback};
+use workspace_lock_core::protocol::Reclaim;
 
 thread_local! {
     /// Locks held through this JS thread's env, released at its teardown.
@@ -38,6 +39,30 @@ pub struct HandleFields<'a> {
     pub goal_id: &'a str,
     pub lock_path: &'a str,
     pub start_time: Option<f64>,
+    /// `{ reason, goalId, pid }` of the stale lock this acquisition took over.
+    pub reclaimed: Option<&'a Reclaim>,
+}
+
+fn reclaimed_value(env: Env, reclaimed: Option<&Reclaim>) -> JsResult<JsValue> {
+    let Some(r) = reclaimed else {
+        return Ok(js::undefined(env));
+    };
+    let obj = js::object(env);
+    js::set_named(env, obj, "reason", js::string(env, r.reason.as_str()))?;
+    let previous = r.previous.as_ref();
+    js::set_named(
+        env,
+        obj,
+        "goalId",
+        js::from_json(env, previous.and_then(|p| p.goal_id()))?,
+    )?;
+    js::set_named(
+        env,
+        obj,
+        "pid",
+        js::from_json(env, previous.and_then(|p| p.pid()))?,
+    )?;
+    Ok(obj)
 }
 
 pub fn make_handle(env: Env, fields: &HandleFields<'_>, held: Arc<HeldLock>) -> JsResult<JsValue> {
@@ -46,11 +71,14 @@ pub fn make_handle(env: Env, fields: &HandleFields<'_>, held: Arc<HeldLock>) -> 
     js::set_named(env, obj, "cwd", js::string(env, fields.cwd))?;
     js::set_named(env, obj, "goalId", js::string(env, fields.goal_id))?;
     js::set_named(env, obj, "lockPath", js::string(env, fields.lock_path))?;
-    let start_time = fields.start_time.map_or_else(|| js::undefined(env), |st| js::number(env, st));
+    let start_time = fields
+        .start_time
+        .map_or_else(|| js::undefined(env), |st| js::number(env, st));
     js::set_named(env, obj, "startTime", start_time)?;
     let release = release_function(env, held.clone())?;
     js::set_named(env, obj, "release", release)?;
-    define_extras(env, obj, held, release)?;
+    let reclaimed = reclaimed_value(env, fields.reclaimed)?;
+    define_extras(env, obj, held, release, reclaimed)?;
     Ok(obj)
 }
 
@@ -67,14 +95,20 @@ fn release_function(env: Env, held: Arc<HeldLock>) -> JsResult<JsValue> {
     Ok(f.raw())
 }
 
-extern "C" fn get_compromised(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+extern "C" fn get_compromised(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
     match held_of(env, info) {
         Some(held) => js::boolean(env, held.lost().is_some()),
         None => js::boolean(env, false),
     }
 }
 
-extern "C" fn get_compromised_reason(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+extern "C" fn get_compromised_reason(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
     match held_of(env, info).and_then(|h| h.lost()) {
         Some(reason) => js::string(env, &reason),
         None => js::undefined(env),
@@ -86,7 +120,14 @@ fn held_of<'a>(env: sys::napi_env, info: sys::napi_callback_info) -> Option<&'a 
     let mut argc = 0usize;
     // SAFETY: info is this callback's info; we ask for no arguments, only the data pointer.
     let status = unsafe {
-        sys::napi_get_cb_info(env, info, &mut argc, ptr::null_mut(), ptr::null_mut(), &mut data)
+        sys::napi_get_cb_info(
+            env,
+            info,
+            &mut argc,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            &mut data,
+        )
     };
     if status != sys::Status::napi_ok || data.is_null() {
         return None;
@@ -101,10 +142,25 @@ unsafe extern "C" fn free_held(_env: sys::napi_env, data: *mut c_void, _hint: *m
     drop(unsafe { Box::from_raw(data as *mut Arc<HeldLock>) });
 }
 
-fn define_extras(env: Env, obj: JsValue, held: Arc<HeldLock>, release: JsValue) -> JsResult<()> {
+fn define_extras(
+    env: Env,
+    obj: JsValue,
+    held: Arc<HeldLock>,
+    release: JsValue,
+    reclaimed: JsValue,
+) -> JsResult<()> {
     let data = Box::into_raw(Box::new(held)) as *mut c_void;
     // SAFETY: obj is a fresh object; the finalizer frees data when obj is collected.
-    let status = unsafe { sys::napi_add_finalizer(env, obj, data, Some(free_held), ptr::null_mut(), ptr::null_mut()) };
+    let status = unsafe {
+        sys::napi_add_finalizer(
+            env,
+            obj,
+            data,
+            Some(free_held),
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
     if status != sys::Status::napi_ok {
         // SAFETY: not attached, so still ours to free.
         unsafe { free_held(env, data, ptr::null_mut()) };
@@ -123,6 +179,16 @@ fn define_extras(env: Env, obj: JsValue, held: Arc<HeldLock>, release: JsValue) 
     let mut props = vec![
         getter(b"compromised\0", Some(get_compromised)),
         getter(b"compromisedReason\0", Some(get_compromised_reason)),
+        sys::napi_property_descriptor {
+            utf8name: b"reclaimed\0".as_ptr().cast(),
+            name: ptr::null_mut(),
+            method: None,
+            getter: None,
+            setter: None,
+            value: reclaimed,
+            attributes: sys::PropertyAttributes::default,
+            data: ptr::null_mut(),
+        },
     ];
     // `using handle = await acquireWorkspaceLock(...)` where the runtime knows Symbol.dispose.
     let symbol = js::global(env);
@@ -150,10 +216,16 @@ fn define_extras(env: Env, obj: JsValue, held: Arc<HeldLock>, release: JsValue) 
 
 /// A callback for the heartbeat thread that calls `onCompromised(error)` on the JS thread
 /// without keeping the event loop alive.
-pub fn lost_notifier(env: Env, callback: JsValue, goal_id: &str, cwd: &str) -> JsResult<LostCallback> {
+pub fn lost_notifier(
+    env: Env,
+    callback: JsValue,
+    goal_id: &str,
+    cwd: &str,
+) -> JsResult<LostCallback> {
     // SAFETY: callback is a live function value of env (checked by the options parser).
     let function: Function<'_, Unknown<'static>, Unknown<'static>> =
-        unsafe { Function::from_napi_value(env, callback) }.map_err(|e| js::type_error(e.reason.clone()))?;
+        unsafe { Function::from_napi_value(env, callback) }
+            .map_err(|e| js::type_error(e.reason.clone()))?;
     let prefix = format!("workspace lock compromised for goal {goal_id} (cwd={cwd}): ");
     let tsfn = function
         .build_threadsafe_function::<String>()

@@ -47,7 +47,9 @@ fn check(env: Env, status: sys::napi_status) -> JsResult<()> {
         unsafe { sys::napi_get_and_clear_last_exception(env, &mut exc) };
         return Err(Fail::Thrown(exc));
     }
-    Err(Fail::Lock(LockError::Type(format!("N-API call failed with status {status}"))))
+    Err(Fail::Lock(LockError::Type(format!(
+        "N-API call failed with status {status}"
+    ))))
 }
 
 pub fn type_of(env: Env, v: JsValue) -> sys::napi_valuetype {
@@ -141,7 +143,9 @@ pub fn get_bool(env: Env, v: JsValue) -> bool {
 pub fn get_string(env: Env, v: JsValue) -> JsResult<String> {
     let mut len = 0usize;
     // SAFETY: querying the length with a null buffer is allowed.
-    check(env, unsafe { sys::napi_get_value_string_utf8(env, v, ptr::null_mut(), 0, &mut len) })?;
+    check(env, unsafe {
+        sys::napi_get_value_string_utf8(env, v, ptr::null_mut(), 0, &mut len)
+    })?;
     let mut buf = vec![0u8; len + 1];
     let mut written = 0usize;
     // SAFETY: buf has room for len bytes plus the NUL.
@@ -149,28 +153,35 @@ pub fn get_string(env: Env, v: JsValue) -> JsResult<String> {
         sys::napi_get_value_string_utf8(env, v, buf.as_mut_ptr().cast(), buf.len(), &mut written)
     })?;
     buf.truncate(written);
-    Ok(String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    Ok(String::from_utf8(buf)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 pub fn get_named(env: Env, obj: JsValue, name: &str) -> JsResult<JsValue> {
     let key = CString::new(name).map_err(|_| type_error("property name with NUL"))?;
     let mut v = ptr::null_mut();
     // SAFETY: obj is an object of env; getters may throw, which check() surfaces.
-    check(env, unsafe { sys::napi_get_named_property(env, obj, key.as_ptr(), &mut v) })?;
+    check(env, unsafe {
+        sys::napi_get_named_property(env, obj, key.as_ptr(), &mut v)
+    })?;
     Ok(v)
 }
 
 pub fn set_named(env: Env, obj: JsValue, name: &str, value: JsValue) -> JsResult<()> {
     let key = CString::new(name).map_err(|_| type_error("property name with NUL"))?;
     // SAFETY: obj is an object of env.
-    check(env, unsafe { sys::napi_set_named_property(env, obj, key.as_ptr(), value) })
+    check(env, unsafe {
+        sys::napi_set_named_property(env, obj, key.as_ptr(), value)
+    })
 }
 
 /// `f.apply(this, args)`; a throw comes back as `Fail::Thrown` with the very value thrown.
 pub fn call(env: Env, f: JsValue, this: JsValue, args: &[JsValue]) -> JsResult<JsValue> {
     let mut out = ptr::null_mut();
     // SAFETY: f is a function of env, args live values.
-    check(env, unsafe { sys::napi_call_function(env, this, f, args.len(), args.as_ptr(), &mut out) })?;
+    check(env, unsafe {
+        sys::napi_call_function(env, this, f, args.len(), args.as_ptr(), &mut out)
+    })?;
     Ok(out)
 }
 
@@ -192,7 +203,9 @@ pub fn from_json(env: Env, value: Option<&Value>) -> JsResult<JsValue> {
         Some(Value::Array(items)) => {
             let mut arr = ptr::null_mut();
             // SAFETY: env is live.
-            check(env, unsafe { sys::napi_create_array_with_length(env, items.len(), &mut arr) })?;
+            check(env, unsafe {
+                sys::napi_create_array_with_length(env, items.len(), &mut arr)
+            })?;
             for (i, item) in items.iter().enumerate() {
                 let v = from_json(env, Some(item))?;
                 // SAFETY: arr is an array of env.
@@ -235,7 +248,9 @@ pub fn error_value(env: Env, fail: &Fail) -> JsValue {
     unsafe {
         match err {
             LockError::Type(_) => sys::napi_create_type_error(env, ptr::null_mut(), msg, &mut out),
-            LockError::Range(_) => sys::napi_create_range_error(env, ptr::null_mut(), msg, &mut out),
+            LockError::Range(_) => {
+                sys::napi_create_range_error(env, ptr::null_mut(), msg, &mut out)
+            }
             _ => sys::napi_create_error(env, ptr::null_mut(), msg, &mut out),
         }
     };
@@ -259,7 +274,9 @@ impl JsRef {
     pub fn new(env: Env, v: JsValue) -> JsResult<JsRef> {
         let mut raw = ptr::null_mut();
         // SAFETY: v is a live value of env.
-        check(env, unsafe { sys::napi_create_reference(env, v, 1, &mut raw) })?;
+        check(env, unsafe {
+            sys::napi_create_reference(env, v, 1, &mut raw)
+        })?;
         Ok(JsRef { env, raw })
     }
 

@@ -19,7 +19,9 @@ pub struct Judge<'a> {
 impl Judge<'_> {
     /// `now()`: the injected clock (which must return a number) or `Date.now()`.
     pub fn now(&self) -> JsResult<f64> {
-        let Some(now) = self.opts.now else { return Ok(wall_clock_ms()) };
+        let Some(now) = self.opts.now else {
+            return Ok(wall_clock_ms());
+        };
         let v = js::call(self.env, now, js::undefined(self.env), &[])?;
         if js::type_of(self.env, v) != napi::sys::ValueType::napi_number {
             return Err(js::type_error(format!(

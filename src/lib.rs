@@ -16,8 +16,8 @@ use std::cell::Cell;
 use std::path::PathBuf;
 use workspace_lock_core::js_semantics::node_path_join;
 use workspace_lock_core::kernel_lock::OwnerFile;
-use workspace_lock_core::lockfile_io::{observe, Observed};
 use workspace_lock_core::liveness::Verdict;
+use workspace_lock_core::lockfile_io::{observe, Observed};
 use workspace_lock_core::paths::{workspace_lock_path as core_lock_path, PathContext};
 use workspace_lock_core::process_probe::start_time_of;
 use workspace_lock_core::protocol::reclaim_stale;
@@ -29,7 +29,10 @@ fn lock_path_of(cwd: &str) -> JsResult<PathBuf> {
 
 /// Runs a synchronous export: a failure is thrown as the exact JavaScript value it stands
 /// for (a thrown callback value unchanged, or our TypeError/RangeError/fs-style Error).
-fn run_sync<'env>(env: &'env Env, body: impl FnOnce(sys::napi_env) -> JsResult<sys::napi_value>) -> Result<Unknown<'env>> {
+fn run_sync<'env>(
+    env: &'env Env,
+    body: impl FnOnce(sys::napi_env) -> JsResult<sys::napi_value>,
+) -> Result<Unknown<'env>> {
     let raw = env.raw();
     match body(raw) {
         // SAFETY: the value was created in this env during this call.
@@ -37,7 +40,9 @@ fn run_sync<'env>(env: &'env Env, body: impl FnOnce(sys::napi_env) -> JsResult<s
         Err(fail) => {
             let thrown = js::error_value(raw, &fail);
             // SAFETY: as above; napi-rs rethrows this very value.
-            Err(Error::from(unsafe { Unknown::from_raw_unchecked(raw, thrown) }))
+            Err(Error::from(unsafe {
+                Unknown::from_raw_unchecked(raw, thrown)
+            }))
         }
     }
 }
@@ -59,10 +64,37 @@ fn ensure_env_cleanup(env: sys::napi_env) {
     }
     // SAFETY: registers a plain function with no data on this env.
     unsafe { sys::napi_add_env_cleanup_hook(env, Some(cleanup), std::ptr::null_mut()) };
+    // `process.exit()` and a crash on an uncaught exception skip env cleanup hooks but
+    // still emit 'exit': release there too, so that waiters of the original module (which
+    // cannot see our kernel lock) are not left waiting for a heartbeat to expire.
+    let _ = release_on_process_exit(env);
+}
+
+fn release_on_process_exit(env: sys::napi_env) -> JsResult<()> {
+    let process = js::get_named(env, js::global(env), "process")?;
+    let on = js::get_named(env, process, "on")?;
+    if !js::is_function(env, on) {
+        return Ok(());
+    }
+    let napi_env = Env::from_raw(env);
+    let listener = napi_env
+        .create_function_from_closure::<(), (), _>("releaseWorkspaceLocksOnExit", |_ctx| {
+            acquire::abandon_all_pending();
+            handle::release_all_held();
+            Ok(())
+        })
+        .map_err(|e| js::type_error(e.reason.clone()))?;
+    js::call(env, on, process, &[js::string(env, "exit"), listener.raw()])?;
+    Ok(())
 }
 
 /// `workspaceLockPath(cwd)`: where pi-crew keeps the lockfile of `cwd`.
-#[napi(catch_unwind, js_name = "workspaceLockPath", ts_args_type = "cwd: string", ts_return_type = "string")]
+#[napi(
+    catch_unwind,
+    js_name = "workspaceLockPath",
+    ts_args_type = "cwd: string",
+    ts_return_type = "string"
+)]
 pub fn workspace_lock_path<'env>(env: &'env Env, cwd: Unknown<'env>) -> Result<Unknown<'env>> {
     run_sync(env, |raw| {
         let cwd = options::require_string(raw, cwd.raw(), "cwd")?;
@@ -78,7 +110,10 @@ pub fn workspace_lock_path<'env>(env: &'env Env, cwd: Unknown<'env>) -> Result<U
     ts_args_type = "pid: number",
     ts_return_type = "number | undefined"
 )]
-pub fn default_start_time_resolver<'env>(env: &'env Env, pid: Unknown<'env>) -> Result<Unknown<'env>> {
+pub fn default_start_time_resolver<'env>(
+    env: &'env Env,
+    pid: Unknown<'env>,
+) -> Result<Unknown<'env>> {
     run_sync(env, |raw| {
         // `/proc/${pid}/stat`: the pid as a template literal prints it.
         let text = match js::type_of(raw, pid.raw()) {
@@ -107,7 +142,9 @@ pub fn acquire_workspace_lock<'env>(
     opts: Option<Unknown<'env>>,
 ) -> Result<Unknown<'env>> {
     ensure_env_cleanup(env.raw());
-    run_sync(env, |raw| acquire::acquire(raw, cwd.raw(), goal_id.raw(), opts.map(|o| o.raw())))
+    run_sync(env, |raw| {
+        acquire::acquire(raw, cwd.raw(), goal_id.raw(), opts.map(|o| o.raw()))
+    })
 }
 
 /// `isWorkspaceBusy(cwd, opts?)`: the live holder's goalId, or `undefined`.
@@ -117,19 +154,30 @@ pub fn acquire_workspace_lock<'env>(
     ts_args_type = "cwd: string, opts?: { startTimeResolver?: StartTimeResolver; heartbeatStaleMs?: number; now?: () => number }",
     ts_return_type = "string | undefined"
 )]
-pub fn is_workspace_busy<'env>(env: &'env Env, cwd: Unknown<'env>, opts: Option<Unknown<'env>>) -> Result<Unknown<'env>> {
+pub fn is_workspace_busy<'env>(
+    env: &'env Env,
+    cwd: Unknown<'env>,
+    opts: Option<Unknown<'env>>,
+) -> Result<Unknown<'env>> {
     run_sync(env, |raw| {
         let cwd = options::require_string(raw, cwd.raw(), "cwd")?;
         let opts = options::judge_options(raw, opts.map(|o| o.raw()))?;
         let path = lock_path_of(&cwd)?;
-        let Observed::File { record: Some(record), .. } = observe(&path)? else {
+        let Observed::File {
+            record: Some(record),
+            ..
+        } = observe(&path)?
+        else {
             return Ok(js::undefined(raw));
         };
         let owners = match path.parent() {
             Some(dir) if !opts.injected() => OwnerFile::open(dir, false).ok().flatten(),
             _ => None,
         };
-        let judge = judge::Judge { env: raw, opts: &opts };
+        let judge = judge::Judge {
+            env: raw,
+            opts: &opts,
+        };
         match judge.verdict(&record, owners.as_ref())? {
             Verdict::Live => js::from_json(raw, record.goal_id()),
             Verdict::Stale(_) | Verdict::Malformed => Ok(js::undefined(raw)),
@@ -144,11 +192,18 @@ pub fn is_workspace_busy<'env>(env: &'env Env, cwd: Unknown<'env>, opts: Option<
     ts_args_type = "dir: string, opts?: { heartbeatStaleMs?: number; startTimeResolver?: StartTimeResolver; now?: () => number }",
     ts_return_type = "string[]"
 )]
-pub fn reclaim_stale_locks<'env>(env: &'env Env, dir: Unknown<'env>, opts: Option<Unknown<'env>>) -> Result<Unknown<'env>> {
+pub fn reclaim_stale_locks<'env>(
+    env: &'env Env,
+    dir: Unknown<'env>,
+    opts: Option<Unknown<'env>>,
+) -> Result<Unknown<'env>> {
     run_sync(env, |raw| {
         let dir = options::require_string(raw, dir.raw(), "dir")?;
         let opts = options::judge_options(raw, opts.map(|o| o.raw()))?;
-        let judge = judge::Judge { env: raw, opts: &opts };
+        let judge = judge::Judge {
+            env: raw,
+            opts: &opts,
+        };
         let reclaimed = reclaim_stale(
             std::path::Path::new(&dir),
             &mut |record, owners: Option<&OwnerFile>| judge.verdict(record, owners),

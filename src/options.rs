@@ -42,7 +42,9 @@ pub fn require_string(env: Env, v: JsValue, what: &str) -> JsResult<String> {
 
 /// The options object, or `None` when absent or null.
 fn options_object(env: Env, opts: Option<JsValue>) -> JsResult<Option<JsValue>> {
-    let Some(opts) = opts.filter(|o| !js::is_nullish(env, *o)) else { return Ok(None) };
+    let Some(opts) = opts.filter(|o| !js::is_nullish(env, *o)) else {
+        return Ok(None);
+    };
     match js::type_of(env, opts) {
         napi::sys::ValueType::napi_object | napi::sys::ValueType::napi_function => Ok(Some(opts)),
         _ => Err(js::type_error(format!(
@@ -60,7 +62,9 @@ fn option(env: Env, opts: Option<JsValue>, name: &str) -> JsResult<Option<JsValu
 }
 
 fn number_option(env: Env, opts: Option<JsValue>, name: &str) -> JsResult<Option<f64>> {
-    let Some(v) = option(env, opts, name)? else { return Ok(None) };
+    let Some(v) = option(env, opts, name)? else {
+        return Ok(None);
+    };
     if js::type_of(env, v) != napi::sys::ValueType::napi_number {
         return Err(js::type_error(format!(
             "opts.{name} must be a number, received {}",
@@ -71,7 +75,9 @@ fn number_option(env: Env, opts: Option<JsValue>, name: &str) -> JsResult<Option
 }
 
 fn function_option(env: Env, opts: Option<JsValue>, name: &str) -> JsResult<Option<JsValue>> {
-    let Some(v) = option(env, opts, name)? else { return Ok(None) };
+    let Some(v) = option(env, opts, name)? else {
+        return Ok(None);
+    };
     if !js::is_function(env, v) {
         return Err(js::type_error(format!(
             "opts.{name} must be a function, received {}",
@@ -81,12 +87,24 @@ fn function_option(env: Env, opts: Option<JsValue>, name: &str) -> JsResult<Opti
     Ok(Some(v))
 }
 
-fn milliseconds(name: &str, value: Option<f64>, default: f64, allow_infinity: bool) -> JsResult<f64> {
+fn milliseconds(
+    name: &str,
+    value: Option<f64>,
+    default: f64,
+    allow_infinity: bool,
+) -> JsResult<f64> {
     let Some(ms) = value else { return Ok(default) };
     let ok = ms >= 0.0 && (allow_infinity || ms.is_finite());
     if !ok {
-        let bound = if allow_infinity { "a number >= 0" } else { "a finite number >= 0" };
-        return Err(js::range_error(format!("opts.{name} must be {bound}, received {}", js_number(ms))));
+        let bound = if allow_infinity {
+            "a number >= 0"
+        } else {
+            "a finite number >= 0"
+        };
+        return Err(js::range_error(format!(
+            "opts.{name} must be {bound}, received {}",
+            js_number(ms)
+        )));
     }
     Ok(ms)
 }
@@ -120,7 +138,9 @@ pub fn acquire_options(env: Env, opts: Option<JsValue>) -> JsResult<AcquireOptio
     let opts = options_object(env, opts)?;
     let fail_on_workspace_busy = match option(env, opts, "failOnWorkspaceBusy")? {
         None => false,
-        Some(v) if js::type_of(env, v) == napi::sys::ValueType::napi_boolean => js::get_bool(env, v),
+        Some(v) if js::type_of(env, v) == napi::sys::ValueType::napi_boolean => {
+            js::get_bool(env, v)
+        }
         Some(v) => {
             return Err(js::type_error(format!(
                 "opts.failOnWorkspaceBusy must be a boolean, received {}",
@@ -128,7 +148,12 @@ pub fn acquire_options(env: Env, opts: Option<JsValue>) -> JsResult<AcquireOptio
             )))
         }
     };
-    let poll_ms = milliseconds("pollMs", number_option(env, opts, "pollMs")?, DEFAULT_POLL_MS, false)?;
+    let poll_ms = milliseconds(
+        "pollMs",
+        number_option(env, opts, "pollMs")?,
+        DEFAULT_POLL_MS,
+        false,
+    )?;
     let pid = match number_option(env, opts, "pid")? {
         None => None,
         Some(p) if p >= 1.0 && p <= f64::from(i32::MAX) && p.fract() == 0.0 => Some(p),

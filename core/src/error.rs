@@ -81,9 +81,10 @@ impl fmt::Display for LockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LockError::Io(e) => e.fmt(f),
-            LockError::Type(m) | LockError::Range(m) | LockError::Busy(m) | LockError::Aborted(m) => {
-                f.write_str(m)
-            }
+            LockError::Type(m)
+            | LockError::Range(m)
+            | LockError::Busy(m)
+            | LockError::Aborted(m) => f.write_str(m),
         }
     }
 }

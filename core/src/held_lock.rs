@@ -3,8 +3,8 @@
 //! stops being ours.
 
 use crate::protocol::{check_and_refresh, release, Claimed, Ownership};
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -16,7 +16,11 @@ pub type LostCallback = Box<dyn Fn(&str) + Send + Sync>;
 /// never sees an old heartbeat even if one refresh is late; at least every 5 s, at most
 /// every 2 ms.
 pub fn refresh_interval(heartbeat_stale_ms: f64) -> Duration {
-    let quarter = if heartbeat_stale_ms.is_finite() { heartbeat_stale_ms / 4.0 } else { 5000.0 };
+    let quarter = if heartbeat_stale_ms.is_finite() {
+        heartbeat_stale_ms / 4.0
+    } else {
+        5000.0
+    };
     Duration::from_secs_f64(quarter.clamp(2.0, 5000.0) / 1000.0)
 }
 
@@ -67,7 +71,9 @@ impl HeldLock {
 
     fn state(&self) -> MutexGuard<'_, HeldState> {
         // A panic elsewhere while holding this lock leaves consistent data; keep going.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Deletes the lockfile if it is still ours and frees the kernel lock. Idempotent; never
@@ -159,7 +165,8 @@ impl Service {
 
     fn add(&'static self, held: Arc<HeldLock>) {
         let mut s = self.lock();
-        s.due.push(Reverse((Instant::now() + held.interval, held.id)));
+        s.due
+            .push(Reverse((Instant::now() + held.interval, held.id)));
         s.held.insert(held.id, held);
         if !s.thread_started {
             // If the thread cannot be created, locks are still held and released correctly;
@@ -185,11 +192,17 @@ impl Service {
                 Some((at, id)) => {
                     let now = Instant::now();
                     if at > now {
-                        s = self.wake.wait_timeout(s, at - now).unwrap_or_else(|p| p.into_inner()).0;
+                        s = self
+                            .wake
+                            .wait_timeout(s, at - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
                         continue;
                     }
                     s.due.pop();
-                    let Some(held) = s.held.get(&id).cloned() else { continue };
+                    let Some(held) = s.held.get(&id).cloned() else {
+                        continue;
+                    };
                     drop(s);
                     let keep = held.beat();
                     s = self.lock();
@@ -207,13 +220,13 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::LockError;
     use crate::host::host_identity;
     use crate::kernel_lock::{HolderSlot, OwnerFile};
     use crate::liveness::{enhanced_verdict, Verdict};
     use crate::lockfile_io::LockTarget;
     use crate::protocol::{try_claim, ClaimOutcome, Claimant};
     use crate::record::{NewRecord, ParsedRecord};
-    use crate::error::LockError;
     use crate::test_support::TempDir;
     use std::sync::atomic::AtomicUsize;
 
@@ -262,7 +275,10 @@ mod tests {
             let age = wall_clock_ms() - r.heartbeat();
             assert!(age <= 100.0, "heartbeat {age} ms old");
         }
-        assert!(matches!(try_claim(&target, &mut Me, 100.0).unwrap(), ClaimOutcome::Busy(_)));
+        assert!(matches!(
+            try_claim(&target, &mut Me, 100.0).unwrap(),
+            ClaimOutcome::Busy(_)
+        ));
         assert!(held.release());
         assert!(!held.release());
         assert!(!target.path.exists());

@@ -73,8 +73,16 @@ mod tests {
     #[test]
     fn identity_is_read_on_linux() {
         let me = host_identity();
-        assert!(me.boot_id.as_deref().is_some_and(|b| b.len() >= 32), "{me:?}");
-        assert!(me.pid_namespace.as_deref().is_some_and(|n| n.parse::<u64>().is_ok()), "{me:?}");
+        assert!(
+            me.boot_id.as_deref().is_some_and(|b| b.len() >= 32),
+            "{me:?}"
+        );
+        assert!(
+            me.pid_namespace
+                .as_deref()
+                .is_some_and(|n| n.parse::<u64>().is_ok()),
+            "{me:?}"
+        );
     }
 
     #[test]

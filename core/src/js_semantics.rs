@@ -163,7 +163,9 @@ fn string_to_number(s: &str) -> f64 {
         _ => {}
     }
     // Rust accepts "inf"/"nan" spellings that JavaScript does not.
-    if t.chars().any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E') {
+    if t.chars()
+        .any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+    {
         return f64::NAN;
     }
     t.parse::<f64>().unwrap_or(f64::NAN)
@@ -275,13 +277,31 @@ mod tests {
             iso_string(1_700_000_000_123.0).as_deref(),
             Some("2023-11-14T22:13:20.123Z")
         );
-        assert_eq!(iso_string(-1.0).as_deref(), Some("1969-12-31T23:59:59.999Z"));
+        assert_eq!(
+            iso_string(-1.0).as_deref(),
+            Some("1969-12-31T23:59:59.999Z")
+        );
         assert_eq!(iso_string(1.9).as_deref(), Some("1970-01-01T00:00:00.001Z"));
-        assert_eq!(iso_string(951_782_400_000.0).as_deref(), Some("2000-02-29T00:00:00.000Z"));
-        assert_eq!(iso_string(8.64e15).as_deref(), Some("+275760-09-13T00:00:00.000Z"));
-        assert_eq!(iso_string(-8.64e15).as_deref(), Some("-271821-04-20T00:00:00.000Z"));
-        assert_eq!(iso_string(-62_198_755_200_000.0).as_deref(), Some("-000001-01-01T00:00:00.000Z"));
-        assert_eq!(iso_string(253_402_300_800_000.0).as_deref(), Some("+010000-01-01T00:00:00.000Z"));
+        assert_eq!(
+            iso_string(951_782_400_000.0).as_deref(),
+            Some("2000-02-29T00:00:00.000Z")
+        );
+        assert_eq!(
+            iso_string(8.64e15).as_deref(),
+            Some("+275760-09-13T00:00:00.000Z")
+        );
+        assert_eq!(
+            iso_string(-8.64e15).as_deref(),
+            Some("-271821-04-20T00:00:00.000Z")
+        );
+        assert_eq!(
+            iso_string(-62_198_755_200_000.0).as_deref(),
+            Some("-000001-01-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            iso_string(253_402_300_800_000.0).as_deref(),
+            Some("+010000-01-01T00:00:00.000Z")
+        );
         assert_eq!(iso_string(8.64e15 + 1.0), None);
         assert_eq!(iso_string(f64::NAN), None);
     }
@@ -289,7 +309,10 @@ mod tests {
     #[test]
     fn strings_escape_as_json_stringify() {
         assert_eq!(json_string("goal_a"), "\"goal_a\"");
-        assert_eq!(json_string("a\"b\\c\n\t\u{1}é/"), "\"a\\\"b\\\\c\\n\\t\\u0001é/\"");
+        assert_eq!(
+            json_string("a\"b\\c\n\t\u{1}é/"),
+            "\"a\\\"b\\\\c\\n\\t\\u0001é/\""
+        );
     }
 
     #[test]

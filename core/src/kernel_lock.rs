@@ -44,7 +44,9 @@ impl HolderSlot {
 /// The byte of the per-name mutex: the first 48 bits of sha256(name).
 pub fn mutex_offset(lock_file_name: &[u8]) -> u64 {
     let digest = Sha256::digest(lock_file_name);
-    digest[..6].iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+    digest[..6]
+        .iter()
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
 }
 
 /// Whether a lock could be placed, from `F_OFD_GETLK`.
@@ -108,7 +110,11 @@ impl OwnerFile {
         // SAFETY: fl is a valid flock struct for the duration of the call.
         let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), F_OFD_GETLK, &mut fl) };
         if rc != 0 {
-            return Err(LockError::io(&std::io::Error::last_os_error(), "fcntl", &self.path));
+            return Err(LockError::io(
+                &std::io::Error::last_os_error(),
+                "fcntl",
+                &self.path,
+            ));
         }
         Ok(if i32::from(fl.l_type) == libc::F_UNLCK {
             SlotState::Free
@@ -225,6 +231,9 @@ mod tests {
         let dir = TempDir::new("kernel-lock-symlink");
         std::os::unix::fs::symlink("/etc/hostname", dir.path().join(OWNER_FILE_NAME)).unwrap();
         let err = OwnerFile::open(dir.path(), true).unwrap_err();
-        assert!(matches!(err, LockError::Io(ref e) if e.code() == "ELOOP"), "{err:?}");
+        assert!(
+            matches!(err, LockError::Io(ref e) if e.code() == "ELOOP"),
+            "{err:?}"
+        );
     }
 }

@@ -141,18 +141,27 @@ mod tests {
         let mut same = |_: &ParsedRecord| Ok::<_, ()>(Some(1000.0));
         let mut other = |_: &ParsedRecord| Ok::<_, ()>(Some(2000.0));
         let mut gone = |_: &ParsedRecord| Ok::<_, ()>(None);
-        assert_eq!(original_verdict(&r, &mut same, 5_000_000.0, 60_000.0), Ok(Verdict::Live));
+        assert_eq!(
+            original_verdict(&r, &mut same, 5_000_000.0, 60_000.0),
+            Ok(Verdict::Live)
+        );
         assert_eq!(
             original_verdict(&r, &mut other, 5_000_000.0, 60_000.0),
             Ok(Verdict::Stale(StaleReason::PidRecycled))
         );
-        assert_eq!(original_verdict(&r, &mut gone, 5_000_000.0, 60_000.0), Ok(Verdict::Live));
+        assert_eq!(
+            original_verdict(&r, &mut gone, 5_000_000.0, 60_000.0),
+            Ok(Verdict::Live)
+        );
     }
 
     #[test]
     fn original_judge_detects_old_heartbeats_strictly_after_the_threshold() {
         let r = rec(r#"{"pid":1,"heartbeat":1000}"#);
-        assert_eq!(original_verdict(&r, &mut never, 61_000.0, 60_000.0), Ok(Verdict::Live));
+        assert_eq!(
+            original_verdict(&r, &mut never, 61_000.0, 60_000.0),
+            Ok(Verdict::Live)
+        );
         assert_eq!(
             original_verdict(&r, &mut never, 61_001.0, 60_000.0),
             Ok(Verdict::Stale(StaleReason::HeartbeatStale))
@@ -162,7 +171,10 @@ mod tests {
     #[test]
     fn original_judge_keeps_the_originals_quirks() {
         // No heartbeat: NaN comparisons are false, so the original calls it live.
-        assert_eq!(original_verdict(&rec("{}"), &mut never, 1e13, 1.0), Ok(Verdict::Live));
+        assert_eq!(
+            original_verdict(&rec("{}"), &mut never, 1e13, 1.0),
+            Ok(Verdict::Live)
+        );
         // A null startTime is defined: the resolver is asked and any number differs.
         let r = rec(r#"{"pid":1,"startTime":null,"heartbeat":0}"#);
         let mut some = |_: &ParsedRecord| Ok::<_, ()>(Some(5.0));
@@ -193,7 +205,10 @@ mod tests {
         );
         let r = rec(&json);
         // A fake pid does not matter while the kernel lock is held.
-        assert_eq!(enhanced_verdict(&r, Some(&judge), 1500.0, 60_000.0), Verdict::Live);
+        assert_eq!(
+            enhanced_verdict(&r, Some(&judge), 1500.0, 60_000.0),
+            Verdict::Live
+        );
         // The heartbeat rule still holds.
         assert_eq!(
             enhanced_verdict(&r, Some(&judge), 70_000.0, 60_000.0),
@@ -214,9 +229,17 @@ mod tests {
     fn enhanced_judge_uses_pids_for_records_of_the_original() {
         let me = std::process::id();
         let st = start_time_of(&me.to_string()).unwrap();
-        let alive = rec(&format!(r#"{{"pid":{me},"startTime":{st},"heartbeat":1000}}"#));
-        assert_eq!(enhanced_verdict(&alive, None, 2000.0, 60_000.0), Verdict::Live);
-        let recycled = rec(&format!(r#"{{"pid":{me},"startTime":{},"heartbeat":1000}}"#, st + 10.0));
+        let alive = rec(&format!(
+            r#"{{"pid":{me},"startTime":{st},"heartbeat":1000}}"#
+        ));
+        assert_eq!(
+            enhanced_verdict(&alive, None, 2000.0, 60_000.0),
+            Verdict::Live
+        );
+        let recycled = rec(&format!(
+            r#"{{"pid":{me},"startTime":{},"heartbeat":1000}}"#,
+            st + 10.0
+        ));
         assert_eq!(
             enhanced_verdict(&recycled, None, 2000.0, 60_000.0),
             Verdict::Stale(StaleReason::PidRecycled)
@@ -226,7 +249,10 @@ mod tests {
             enhanced_verdict(&dead, None, 2000.0, 60_000.0),
             Verdict::Stale(StaleReason::HolderDead)
         );
-        assert_eq!(enhanced_verdict(&rec(r#"{"pid":1}"#), None, 0.0, 1.0), Verdict::Malformed);
+        assert_eq!(
+            enhanced_verdict(&rec(r#"{"pid":1}"#), None, 0.0, 1.0),
+            Verdict::Malformed
+        );
     }
 
     #[test]

@@ -27,7 +27,10 @@ pub struct LockTarget {
 
 impl LockTarget {
     pub fn new(path: PathBuf) -> LockTarget {
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
         LockTarget { dir, path }
     }
 
@@ -36,7 +39,10 @@ impl LockTarget {
     }
 
     fn sibling(&self, suffix: &str) -> PathBuf {
-        let stem = self.file_name().strip_suffix(b".lock").unwrap_or(self.file_name());
+        let stem = self
+            .file_name()
+            .strip_suffix(b".lock")
+            .unwrap_or(self.file_name());
         let mut name = Vec::with_capacity(stem.len() + 40);
         name.push(b'.');
         name.extend_from_slice(stem);
@@ -57,7 +63,9 @@ pub enum Observed {
         modified: SystemTime,
     },
     /// A symlink, FIFO, socket or device: never followed or opened, judged by its age.
-    NotAFile { modified: SystemTime },
+    NotAFile {
+        modified: SystemTime,
+    },
     Directory,
 }
 
@@ -68,13 +76,19 @@ impl Observed {
             Observed::File { modified, .. } | Observed::NotAFile { modified } => *modified,
             _ => return None,
         };
-        Some(SystemTime::now().duration_since(modified).unwrap_or(Duration::ZERO))
+        Some(
+            SystemTime::now()
+                .duration_since(modified)
+                .unwrap_or(Duration::ZERO),
+        )
     }
 
     /// Same entry content: used to check, under the mutex, that what was judged is still there.
     pub fn same_as(&self, other: &Observed) -> bool {
         match (self, other) {
-            (Observed::Absent, Observed::Absent) | (Observed::Directory, Observed::Directory) => true,
+            (Observed::Absent, Observed::Absent) | (Observed::Directory, Observed::Directory) => {
+                true
+            }
             (Observed::File { bytes: a, .. }, Observed::File { bytes: b, .. }) => a == b,
             (Observed::NotAFile { modified: a }, Observed::NotAFile { modified: b }) => a == b,
             _ => false,
@@ -107,7 +121,9 @@ pub fn observe(path: &Path) -> Result<Observed, LockError> {
             };
         }
     };
-    let meta = file.metadata().map_err(|e| LockError::io(&e, "fstat", path))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| LockError::io(&e, "fstat", path))?;
     let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     if meta.is_dir() {
         return Ok(Observed::Directory);
@@ -116,7 +132,8 @@ pub fn observe(path: &Path) -> Result<Observed, LockError> {
         return Ok(Observed::NotAFile { modified });
     }
     let mut bytes = Vec::with_capacity(meta.size().min(1 << 16) as usize + 1);
-    file.read_to_end(&mut bytes).map_err(|e| LockError::io(&e, "read", path))?;
+    file.read_to_end(&mut bytes)
+        .map_err(|e| LockError::io(&e, "read", path))?;
     let record = ParsedRecord::parse(&bytes);
     Ok(Observed::File {
         bytes,
@@ -253,9 +270,16 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &t.path).unwrap();
         let seen = observe(&t.path).unwrap();
         assert!(matches!(seen, Observed::NotAFile { .. }), "{seen:?}");
-        assert!(!publish(&t, b"{}").unwrap(), "link() refuses an existing symlink");
+        assert!(
+            !publish(&t, b"{}").unwrap(),
+            "link() refuses an existing symlink"
+        );
         assert_eq!(evict(&t, &seen).unwrap(), Eviction::Removed);
-        assert_eq!(fs::read(&victim).unwrap(), b"precious", "the target is untouched");
+        assert_eq!(
+            fs::read(&victim).unwrap(),
+            b"precious",
+            "the target is untouched"
+        );
         assert!(fs::symlink_metadata(&t.path).is_err());
     }
 
@@ -286,7 +310,11 @@ mod tests {
         // Someone replaces the record after it was judged.
         fs::write(&t.path, b"{\"goalId\":\"new\"}").unwrap();
         assert_eq!(evict(&t, &judged).unwrap(), Eviction::Changed);
-        assert_eq!(fs::read(&t.path).unwrap(), b"{\"goalId\":\"new\"}", "put back");
+        assert_eq!(
+            fs::read(&t.path).unwrap(),
+            b"{\"goalId\":\"new\"}",
+            "put back"
+        );
         let judged = observe(&t.path).unwrap();
         assert_eq!(evict(&t, &judged).unwrap(), Eviction::Removed);
         assert_eq!(evict(&t, &judged).unwrap(), Eviction::Gone);

@@ -82,7 +82,9 @@ mod tests {
     fn pid_state_tells_the_living_from_the_dead() {
         assert_eq!(pid_state(std::process::id() as i32), PidState::Alive);
         assert_eq!(pid_state(0), PidState::Dead);
-        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
         let pid = child.id() as i32;
         // Before it is reaped the child is a zombie: dead for our purposes.
         std::thread::sleep(std::time::Duration::from_millis(100));

@@ -30,14 +30,20 @@ pub fn unreadable_grace(heartbeat_stale_ms: f64) -> Duration {
     if heartbeat_stale_ms.is_nan() || heartbeat_stale_ms < 0.0 {
         return Duration::ZERO;
     }
-    UNREADABLE_GRACE.min(Duration::from_secs_f64(heartbeat_stale_ms.min(1e9) / 1000.0))
+    UNREADABLE_GRACE.min(Duration::from_secs_f64(
+        heartbeat_stale_ms.min(1e9) / 1000.0,
+    ))
 }
 
 /// The caller's side of a claim: how to judge a record, and the record to write.
 pub trait Claimant {
     type Error: From<LockError>;
     /// Judges a parsed record. `owners` is the directory's owner file, if it exists.
-    fn judge(&mut self, record: &ParsedRecord, owners: Option<&OwnerFile>) -> Result<Verdict, Self::Error>;
+    fn judge(
+        &mut self,
+        record: &ParsedRecord,
+        owners: Option<&OwnerFile>,
+    ) -> Result<Verdict, Self::Error>;
     /// Our record, holding `slot` (`None` without kernel locks). Reads the clock.
     fn record(&mut self, slot: Option<HolderSlot>) -> Result<NewRecord, Self::Error>;
 }
@@ -52,8 +58,15 @@ pub struct Claimed {
     pub record: NewRecord,
     /// The exact bytes now in the lockfile.
     pub bytes: String,
-    /// Why the previous holder's record was removed, if there was one.
-    pub reclaimed: Option<StaleReason>,
+    /// The stale entry this claim replaced, if there was one.
+    pub reclaimed: Option<Reclaim>,
+}
+
+/// What a claim took over: why the entry was stale, and its record if it had one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reclaim {
+    pub reason: StaleReason,
+    pub previous: Option<ParsedRecord>,
 }
 
 /// Who holds the lock when it is busy (`None`: an unreadable file that was only just written).
@@ -140,7 +153,13 @@ pub fn try_claim<C: Claimant>(
         let seen = observe(&target.path)?;
         let reclaimed = match decide(&seen, target, claimant, grace)? {
             Decision::Busy(busy) => return Ok(ClaimOutcome::Busy(busy)),
-            Decision::Claim(reason) => reason,
+            Decision::Claim(reason) => reason.map(|reason| Reclaim {
+                reason,
+                previous: match &seen {
+                    Observed::File { record, .. } => record.clone(),
+                    _ => None,
+                },
+            }),
         };
         fs::create_dir_all(&target.dir).map_err(|e| LockError::io(&e, "mkdir", &target.dir))?;
         let owners = OwnerFile::open(&target.dir, true)?;
@@ -165,7 +184,10 @@ pub fn try_claim<C: Claimant>(
                 reclaimed,
             })));
         }
-        if let Observed::File { record: Some(r), .. } = observe(&target.path)? {
+        if let Observed::File {
+            record: Some(r), ..
+        } = observe(&target.path)?
+        {
             last_busy = Busy { holder: Some(r) };
         }
     }
@@ -329,7 +351,9 @@ pub fn reclaim_stale<E: From<LockError>>(
     for name in names {
         let target = LockTarget::new(dir.join(std::ffi::OsStr::from_bytes(&name)));
         // Best effort per file, as the original: one unreadable entry does not stop the sweep.
-        let Ok(seen) = observe(&target.path) else { continue };
+        let Ok(seen) = observe(&target.path) else {
+            continue;
+        };
         let reason = match &seen {
             Observed::Absent | Observed::Directory => continue,
             Observed::File {
@@ -346,7 +370,9 @@ pub fn reclaim_stale<E: From<LockError>>(
         let owners = mutex_owners.get_or_insert_with(|| OwnerFile::open(dir, true).ok().flatten());
         let removed = match owners {
             Some(owners) => {
-                let Ok(_mutex) = MutexGuard::lock(owners, &target) else { continue };
+                let Ok(_mutex) = MutexGuard::lock(owners, &target) else {
+                    continue;
+                };
                 matches!(observe(&target.path), Ok(now) if now.same_as(&seen))
                     && matches!(evict(&target, &seen), Ok(Eviction::Removed))
             }

@@ -217,9 +217,10 @@ mod tests {
         assert!(!ours.is_held_by("goal_b", 12345.0, Some(1000.0), Some(7)));
         assert!(!ours.is_held_by("goal_a", 12346.0, Some(1000.0), Some(7)));
         assert!(!ours.is_held_by("goal_a", 12345.0, None, Some(7)));
-        let original =
-            ParsedRecord::parse(br#"{"pid":12345,"heartbeat":1,"goalId":"goal_a","acquiredAt":"x"}"#)
-                .unwrap();
+        let original = ParsedRecord::parse(
+            br#"{"pid":12345,"heartbeat":1,"goalId":"goal_a","acquiredAt":"x"}"#,
+        )
+        .unwrap();
         assert!(original.is_held_by("goal_a", 12345.0, None, Some(7)));
         assert!(!original.is_held_by("goal_a", 12345.0, Some(1000.0), Some(7)));
     }

@@ -104,8 +104,16 @@ const DIR_EVENTS: u32 = libc::IN_CREATE
 /// Calls `callback` once, at the first event that may have freed the lock.
 pub fn register(spec: WaitSpec, callback: WakeCallback) -> WaitId {
     let svc = service();
-    let dir = spec.lock_path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let name = spec.lock_path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let dir = spec
+        .lock_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let name = spec
+        .lock_path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     let mut st = svc.lock();
     st.next_id += 1;
     let id = WaitId(st.next_id);
@@ -171,16 +179,21 @@ impl Service {
             return;
         }
         let Some(inotify) = &self.inotify else { return };
-        let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return };
+        let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return;
+        };
         // SAFETY: valid fd and NUL-terminated path.
-        let wd = unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), c_dir.as_ptr(), DIR_EVENTS) };
+        let wd =
+            unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), c_dir.as_ptr(), DIR_EVENTS) };
         if wd >= 0 {
             st.dirs.insert(dir.to_path_buf(), DirWatch { wd, users: 1 });
         }
     }
 
     fn unwatch_dir(&self, st: &mut State, dir: &Path) {
-        let Some(w) = st.dirs.get_mut(dir) else { return };
+        let Some(w) = st.dirs.get_mut(dir) else {
+            return;
+        };
         w.users -= 1;
         if w.users == 0 {
             let wd = w.wd;
@@ -244,10 +257,17 @@ impl Service {
                     fds.push(pollfd(fd.as_raw_fd()));
                 }
                 let pids: Vec<i32> = st.pidfds.keys().copied().collect();
-                fds.extend(pids.iter().filter_map(|p| st.pidfds.get(p)).map(|fd| pollfd(fd.as_raw_fd())));
+                fds.extend(
+                    pids.iter()
+                        .filter_map(|p| st.pidfds.get(p))
+                        .map(|fd| pollfd(fd.as_raw_fd())),
+                );
                 let next = st.waiters.values().map(|w| w.deadline).min();
                 let timeout = next.map_or(-1, |at| {
-                    let ms = at.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
+                    let ms = at
+                        .saturating_duration_since(Instant::now())
+                        .as_micros()
+                        .div_ceil(1000);
                     ms.min(i32::MAX as u128) as i32
                 });
                 (fds, pids, timeout)
@@ -265,7 +285,12 @@ impl Service {
                 drain(fd.as_raw_fd(), &mut buf);
             }
             if let Some(fd) = &self.inotify {
-                read_inotify(fd.as_raw_fd(), &mut buf, &mut changed_entries, &mut all_in_wd);
+                read_inotify(
+                    fd.as_raw_fd(),
+                    &mut buf,
+                    &mut changed_entries,
+                    &mut all_in_wd,
+                );
             }
             let mut st = self.lock();
             let exited: Vec<i32> = pids
@@ -282,7 +307,10 @@ impl Service {
             for (id, w) in &st.waiters {
                 let wd = st.dirs.get(&w.dir).map(|d| d.wd);
                 let changed = wd.is_some_and(|wd| {
-                    all_in_wd.contains(&wd) || changed_entries.iter().any(|(e, n)| *e == wd && *n == w.name)
+                    all_in_wd.contains(&wd)
+                        || changed_entries
+                            .iter()
+                            .any(|(e, n)| *e == wd && *n == w.name)
                 });
                 let holder_gone = match &w.holder {
                     Some(HolderWatch::Pid(pid)) => exited.contains(pid),
@@ -352,11 +380,21 @@ fn read_inotify(fd: i32, buf: &mut [u8], entries: &mut Vec<(i32, OsString)>, who
         let n = n as usize;
         while at + HEADER <= n {
             // SAFETY: the kernel wrote a whole inotify_event at `at`; read it unaligned.
-            let ev: libc::inotify_event = unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
+            let ev: libc::inotify_event =
+                unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
             let name_len = ev.len as usize;
             let name_bytes = buf.get(at + HEADER..at + HEADER + name_len).unwrap_or(&[]);
-            let end = name_bytes.iter().position(|&b| b == 0).unwrap_or(name_bytes.len());
-            if ev.mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED | libc::IN_Q_OVERFLOW) != 0 {
+            let end = name_bytes
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(name_bytes.len());
+            if ev.mask
+                & (libc::IN_DELETE_SELF
+                    | libc::IN_MOVE_SELF
+                    | libc::IN_IGNORED
+                    | libc::IN_Q_OVERFLOW)
+                != 0
+            {
                 whole.push(ev.wd);
             } else {
                 entries.push((ev.wd, OsString::from_vec(name_bytes[..end].to_vec())));
@@ -412,9 +450,12 @@ mod tests {
 
     fn wait_for(spec: WaitSpec) -> mpsc::Receiver<(WakeReason, Instant)> {
         let (tx, rx) = mpsc::channel();
-        register(spec, Box::new(move |r| {
-            let _ = tx.send((r, Instant::now()));
-        }));
+        register(
+            spec,
+            Box::new(move |r| {
+                let _ = tx.send((r, Instant::now()));
+            }),
+        );
         rx
     }
 
@@ -446,7 +487,10 @@ mod tests {
             holder: None,
             deadline: Instant::now() + Duration::from_millis(30),
         });
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().0, WakeReason::Deadline);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap().0,
+            WakeReason::Deadline
+        );
     }
 
     #[test]
@@ -465,13 +509,19 @@ mod tests {
         });
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
         drop(holder); // as at the holder's death
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().0, WakeReason::HolderGone);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap().0,
+            WakeReason::HolderGone
+        );
     }
 
     #[test]
     fn a_holder_pid_exiting_wakes_the_waiter() {
         let dir = TempDir::new("wait-pid");
-        let mut child = std::process::Command::new("sleep").arg("0.2").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .unwrap();
         let rx = wait_for(WaitSpec {
             lock_path: dir.path().join("h.lock"),
             holder: Some(HolderWatch::Pid(child.id() as i32)),

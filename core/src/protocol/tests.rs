@@ -21,7 +21,11 @@ struct Enhanced {
 
 impl Claimant for Enhanced {
     type Error = LockError;
-    fn judge(&mut self, r: &ParsedRecord, owners: Option<&OwnerFile>) -> Result<Verdict, LockError> {
+    fn judge(
+        &mut self,
+        r: &ParsedRecord,
+        owners: Option<&OwnerFile>,
+    ) -> Result<Verdict, LockError> {
         Ok(enhanced_verdict(r, owners, now_ms(), self.stale_ms))
     }
     fn record(&mut self, slot: Option<HolderSlot>) -> Result<NewRecord, LockError> {
@@ -57,7 +61,9 @@ fn claimed(outcome: ClaimOutcome) -> Claimed {
 
 fn busy_goal(outcome: ClaimOutcome) -> Option<String> {
     match outcome {
-        ClaimOutcome::Busy(b) => b.holder.and_then(|h| h.goal_id().and_then(|g| g.as_str().map(String::from))),
+        ClaimOutcome::Busy(b) => b
+            .holder
+            .and_then(|h| h.goal_id().and_then(|g| g.as_str().map(String::from))),
         ClaimOutcome::Claimed(c) => panic!("expected busy, claimed {:?}", c.record.goal_id),
     }
 }
@@ -90,7 +96,10 @@ fn a_dead_holder_is_reclaimed_at_once() {
     // as when a process dies.
     drop(a);
     let b = claimed(claim(&target, "b"));
-    assert_eq!(b.reclaimed, Some(StaleReason::HolderDead));
+    let reclaimed = b.reclaimed.expect("a reclaim");
+    assert_eq!(reclaimed.reason, StaleReason::HolderDead);
+    let previous = reclaimed.previous.expect("the dead holder's record");
+    assert_eq!(previous.goal_id().and_then(|g| g.as_str()), Some("a"));
 }
 
 #[test]
@@ -99,10 +108,13 @@ fn unreadable_files_are_busy_while_fresh_and_reclaimed_when_old() {
     let target = LockTarget::new(dir.path().join("h.lock"));
     for content in [&b""[..], b"{\"pid\":", b"42", b"{}"] {
         fs::write(&target.path, content).unwrap();
-        assert!(matches!(claim(&target, "a"), ClaimOutcome::Busy(Busy { holder: None })));
+        assert!(matches!(
+            claim(&target, "a"),
+            ClaimOutcome::Busy(Busy { holder: None })
+        ));
         set_age(&target.path, Duration::from_secs(10));
         let mut c = claimed(claim(&target, "a"));
-        assert_eq!(c.reclaimed, Some(StaleReason::Corrupt));
+        assert_eq!(c.reclaimed.map(|r| r.reason), Some(StaleReason::Corrupt));
         release(&mut c).unwrap();
     }
 }
@@ -123,7 +135,8 @@ fn release_leaves_another_owners_record_alone() {
     let dir = TempDir::new("proto-release-guard");
     let target = LockTarget::new(dir.path().join("h.lock"));
     let mut a = claimed(claim(&target, "a"));
-    let other = r#"{"pid":99999,"startTime":5000,"heartbeat":1,"goalId":"goal_other","acquiredAt":"x"}"#;
+    let other =
+        r#"{"pid":99999,"startTime":5000,"heartbeat":1,"goalId":"goal_other","acquiredAt":"x"}"#;
     fs::write(&target.path, other).unwrap();
     assert!(!release(&mut a).unwrap());
     assert_eq!(fs::read_to_string(&target.path).unwrap(), other);
@@ -136,7 +149,10 @@ fn refresh_rewrites_only_our_own_record_and_reports_loss() {
     let mut a = claimed(claim(&target, "a"));
     let mut fresher = a.record.clone();
     fresher.heartbeat += 1234.0;
-    assert_eq!(check_and_refresh(&mut a, Some(fresher.clone())).unwrap(), Ownership::Ours);
+    assert_eq!(
+        check_and_refresh(&mut a, Some(fresher.clone())).unwrap(),
+        Ownership::Ours
+    );
     assert_eq!(fs::read_to_string(&target.path).unwrap(), fresher.to_json());
     fs::write(&target.path, r#"{"pid":7,"heartbeat":1,"goalId":"thief"}"#).unwrap();
     assert_eq!(
@@ -173,7 +189,10 @@ fn an_injected_clock_reclaims_a_live_holder_whose_heartbeat_is_old() {
     let target = LockTarget::new(dir.path().join("h.lock"));
     let _a = claimed(try_claim(&target, &mut Original { now: 1_000_000.0 }, 60_000.0).unwrap());
     let b = claimed(try_claim(&target, &mut Original { now: 1_120_000.0 }, 60_000.0).unwrap());
-    assert_eq!(b.reclaimed, Some(StaleReason::HeartbeatStale));
+    assert_eq!(
+        b.reclaimed.map(|r| r.reason),
+        Some(StaleReason::HeartbeatStale)
+    );
 }
 
 #[test]
@@ -192,7 +211,10 @@ fn reclaim_stale_removes_stale_and_old_corrupt_in_name_order() {
     write("live.lock", now - 1000.0);
     fs::write(dir.path().join("corrupt-fresh.lock"), b"").unwrap();
     fs::write(dir.path().join("corrupt-old.lock"), b"{").unwrap();
-    set_age(&dir.path().join("corrupt-old.lock"), Duration::from_secs(60));
+    set_age(
+        &dir.path().join("corrupt-old.lock"),
+        Duration::from_secs(60),
+    );
     fs::create_dir(dir.path().join("dir.lock")).unwrap();
     fs::write(dir.path().join("other.txt"), b"x").unwrap();
     let leftover = dir.path().join(".h.1.0000000000000001.claim");
@@ -205,7 +227,10 @@ fn reclaim_stale_removes_stale_and_old_corrupt_in_name_order() {
         original_verdict::<LockError>(r, &mut |_| Ok(Some(1000.0)), now, 60_000.0)
     };
     let got = reclaim_stale(dir.path(), &mut judge, 60_000.0).unwrap();
-    let names: Vec<String> = got.iter().map(|r| String::from_utf8_lossy(&r.file_name).into_owned()).collect();
+    let names: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.file_name).into_owned())
+        .collect();
     assert_eq!(names, ["a-stale.lock", "b-stale.lock", "corrupt-old.lock"]);
     assert_eq!(got[2].reason, StaleReason::Corrupt);
     for kept in ["live.lock", "corrupt-fresh.lock", "dir.lock", "other.txt"] {
@@ -213,7 +238,11 @@ fn reclaim_stale_removes_stale_and_old_corrupt_in_name_order() {
     }
     assert!(!leftover.exists(), "old leftover swept");
     assert!(fresh_leftover.exists(), "a claim in progress is not swept");
-    assert!(reclaim_stale(&dir.path().join("missing"), &mut judge, 60_000.0).unwrap().is_empty());
+    assert!(
+        reclaim_stale(&dir.path().join("missing"), &mut judge, 60_000.0)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Threads contend with the real protocol (each claim opens its own owner file, so the
