@@ -80,3 +80,36 @@ export declare function reclaimStaleLocks(
   dir: string,
   opts?: { heartbeatStaleMs?: number; startTimeResolver?: StartTimeResolver; now?: () => number },
 ): string[];
+
+/** How a lockfile is judged (new in this package; the original has no equivalent). */
+export interface WorkspaceLockStatus {
+  lockPath: string;
+  /** `free`: no lockfile. `held`: a live holder. `stale`: would be reclaimed (see `reason`).
+   *  `unreadable`: empty/unparsable and only just written (`being_written`), or a directory. */
+  state: "free" | "held" | "stale" | "unreadable";
+  /** For `stale`: `holder_dead`, `pid_recycled`, `heartbeat_stale` or `corrupt`;
+   *  for `unreadable`: `being_written` or `directory`. */
+  reason?: string;
+  /** What the verdict rests on: `kernel_lock`, `pid`, `heartbeat`, or `injected` (the
+   *  caller's resolver and clock, judged as the original does). */
+  evidence?: "kernel_lock" | "pid" | "heartbeat" | "injected";
+  /** The lockfile's record as `JSON.parse` gives it (`pid`, `goalId`, `heartbeat`, … and,
+   *  for this package's holders, `host`, `bootId`, `pidNs`, `ownerLock`). */
+  record?: Partial<WorkspaceLockContents> & Record<string, unknown>;
+  /** `now() - heartbeat`. */
+  heartbeatAgeMs?: number;
+  /** Age of the lockfile by its modification time (real clock). */
+  ageMs?: number;
+}
+
+/** The workspace's lockfile and how this package judges it. Read-only. */
+export declare function inspectWorkspaceLock(
+  cwd: string,
+  opts?: { startTimeResolver?: StartTimeResolver; heartbeatStaleMs?: number; now?: () => number },
+): WorkspaceLockStatus;
+
+/** Every `*.lock` directly in `dir` (in name order), judged. Read-only; `[]` if missing. */
+export declare function inspectWorkspaceLocks(
+  dir: string,
+  opts?: { startTimeResolver?: StartTimeResolver; heartbeatStaleMs?: number; now?: () => number },
+): WorkspaceLockStatus[];

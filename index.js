@@ -10,3 +10,5 @@ module.exports.acquireWorkspaceLock = binding.acquireWorkspaceLock
 module.exports.isWorkspaceBusy = binding.isWorkspaceBusy
 module.exports.reclaimStaleLocks = binding.reclaimStaleLocks
 module.exports.defaultStartTimeResolver = binding.defaultStartTimeResolver
+module.exports.inspectWorkspaceLock = binding.inspectWorkspaceLock
+module.exports.inspectWorkspaceLocks = binding.inspectWorkspaceLocks

@@ -166,8 +166,8 @@ fn define_extras(
         unsafe { free_held(env, data, ptr::null_mut()) };
         return Err(js::type_error("could not attach the handle's state"));
     }
-    let getter = |name: &'static [u8], cb: sys::napi_callback| sys::napi_property_descriptor {
-        utf8name: name.as_ptr().cast(),
+    let getter = |name: &'static std::ffi::CStr, cb: sys::napi_callback| sys::napi_property_descriptor {
+        utf8name: name.as_ptr(),
         name: ptr::null_mut(),
         method: None,
         getter: cb,
@@ -177,10 +177,10 @@ fn define_extras(
         data,
     };
     let mut props = vec![
-        getter(b"compromised\0", Some(get_compromised)),
-        getter(b"compromisedReason\0", Some(get_compromised_reason)),
+        getter(c"compromised", Some(get_compromised)),
+        getter(c"compromisedReason", Some(get_compromised_reason)),
         sys::napi_property_descriptor {
-            utf8name: b"reclaimed\0".as_ptr().cast(),
+            utf8name: c"reclaimed".as_ptr(),
             name: ptr::null_mut(),
             method: None,
             getter: None,

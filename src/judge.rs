@@ -7,7 +7,7 @@ use crate::options::JudgeOptions;
 use workspace_lock_core::held_lock::wall_clock_ms;
 use workspace_lock_core::js_semantics::template_string;
 use workspace_lock_core::kernel_lock::OwnerFile;
-use workspace_lock_core::liveness::{enhanced_verdict, original_verdict, Verdict};
+use workspace_lock_core::liveness::{enhanced_judgement, original_verdict, Verdict};
 use workspace_lock_core::process_probe::start_time_of;
 use workspace_lock_core::record::ParsedRecord;
 
@@ -50,12 +50,24 @@ impl Judge<'_> {
     }
 
     pub fn verdict(&self, record: &ParsedRecord, owners: Option<&OwnerFile>) -> JsResult<Verdict> {
+        Ok(self.judgement(record, owners)?.0)
+    }
+
+    /// The verdict and what it rests on (`kernel_lock`, `pid`, `heartbeat`, or `injected`
+    /// when the caller's resolver and clock decided as in the original).
+    pub fn judgement(
+        &self,
+        record: &ParsedRecord,
+        owners: Option<&OwnerFile>,
+    ) -> JsResult<(Verdict, &'static str)> {
         let stale_ms = self.opts.heartbeat_stale_ms;
         if !self.opts.injected() {
-            return Ok(enhanced_verdict(record, owners, wall_clock_ms(), stale_ms));
+            let (verdict, evidence) = enhanced_judgement(record, owners, wall_clock_ms(), stale_ms);
+            return Ok((verdict, evidence.as_str()));
         }
         // The original evaluates now() before it asks the resolver.
         let now = self.now()?;
-        original_verdict(record, &mut |r| self.start_time(r.pid()), now, stale_ms)
+        let verdict = original_verdict(record, &mut |r| self.start_time(r.pid()), now, stale_ms)?;
+        Ok((verdict, "injected"))
     }
 }

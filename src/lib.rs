@@ -4,6 +4,7 @@
 
 mod acquire;
 mod handle;
+mod inspect;
 mod js;
 mod judge;
 mod options;
@@ -218,5 +219,52 @@ pub fn reclaim_stale_locks<'env>(
             unsafe { sys::napi_set_element(raw, arr, i as u32, js::string(raw, &joined)) };
         }
         Ok(arr)
+    })
+}
+
+/// `inspectWorkspaceLock(cwd, opts?)`: the workspace's lockfile and how it is judged.
+#[napi(
+    catch_unwind,
+    js_name = "inspectWorkspaceLock",
+    ts_args_type = "cwd: string, opts?: { startTimeResolver?: StartTimeResolver; heartbeatStaleMs?: number; now?: () => number }",
+    ts_return_type = "WorkspaceLockStatus"
+)]
+pub fn inspect_workspace_lock<'env>(
+    env: &'env Env,
+    cwd: Unknown<'env>,
+    opts: Option<Unknown<'env>>,
+) -> Result<Unknown<'env>> {
+    run_sync(env, |raw| {
+        let cwd = options::require_string(raw, cwd.raw(), "cwd")?;
+        let opts = options::judge_options(raw, opts.map(|o| o.raw()))?;
+        let path = lock_path_of(&cwd)?;
+        let judge = judge::Judge {
+            env: raw,
+            opts: &opts,
+        };
+        inspect::inspect_path(raw, &judge, &path.to_string_lossy(), &path)
+    })
+}
+
+/// `inspectWorkspaceLocks(dir, opts?)`: every `*.lock` of a locks directory, judged.
+#[napi(
+    catch_unwind,
+    js_name = "inspectWorkspaceLocks",
+    ts_args_type = "dir: string, opts?: { startTimeResolver?: StartTimeResolver; heartbeatStaleMs?: number; now?: () => number }",
+    ts_return_type = "WorkspaceLockStatus[]"
+)]
+pub fn inspect_workspace_locks<'env>(
+    env: &'env Env,
+    dir: Unknown<'env>,
+    opts: Option<Unknown<'env>>,
+) -> Result<Unknown<'env>> {
+    run_sync(env, |raw| {
+        let dir = options::require_string(raw, dir.raw(), "dir")?;
+        let opts = options::judge_options(raw, opts.map(|o| o.raw()))?;
+        let judge = judge::Judge {
+            env: raw,
+            opts: &opts,
+        };
+        inspect::inspect_dir(raw, &judge, &dir)
     })
 }

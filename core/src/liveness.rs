@@ -73,6 +73,27 @@ pub fn original_verdict<E>(
     Ok(Verdict::Live)
 }
 
+/// What a verdict of this package's judge rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// The holder's kernel lock (held: alive; free: dead).
+    KernelLock,
+    /// The holder's pid in our PID namespace (exists or not, start time).
+    Pid,
+    /// Only the heartbeat (a holder on another host, or nothing better to go on).
+    Heartbeat,
+}
+
+impl Evidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Evidence::KernelLock => "kernel_lock",
+            Evidence::Pid => "pid",
+            Evidence::Heartbeat => "heartbeat",
+        }
+    }
+}
+
 /// This package's judge, for the default resolver and clock. `owners` is the locks
 /// directory's owner file if it exists (a holder's kernel lock lives there).
 pub fn enhanced_verdict(
@@ -81,32 +102,48 @@ pub fn enhanced_verdict(
     now: f64,
     heartbeat_stale_ms: f64,
 ) -> Verdict {
+    enhanced_judgement(record, owners, now, heartbeat_stale_ms).0
+}
+
+/// `enhanced_verdict`, and what it rests on.
+pub fn enhanced_judgement(
+    record: &ParsedRecord,
+    owners: Option<&OwnerFile>,
+    now: f64,
+    heartbeat_stale_ms: f64,
+) -> (Verdict, Evidence) {
     let heartbeat = record.heartbeat();
     if heartbeat.is_nan() {
-        return Verdict::Malformed;
+        return (Verdict::Malformed, Evidence::Heartbeat);
     }
-    let locality = locality_of(record);
-    match (record.owner_lock(), locality) {
+    let mut evidence = Evidence::Heartbeat;
+    match (record.owner_lock(), locality_of(record)) {
         (Some(offset), Locality::SamePidNamespace | Locality::SameKernel)
             if HolderSlot::is_valid(offset) =>
         {
             match owners.map(|o| o.probe(offset)) {
                 // No owner file: nobody holds a kernel lock in this directory.
-                None | Some(Ok(SlotState::Free)) => return Verdict::Stale(StaleReason::HolderDead),
-                Some(Ok(SlotState::Held)) => {}
+                None | Some(Ok(SlotState::Free)) => {
+                    return (
+                        Verdict::Stale(StaleReason::HolderDead),
+                        Evidence::KernelLock,
+                    )
+                }
+                Some(Ok(SlotState::Held)) => evidence = Evidence::KernelLock,
                 // Cannot tell (locks unsupported here): the heartbeat decides.
                 Some(Err(_)) => {}
             }
         }
         (_, Locality::SamePidNamespace) => {
             if let Some(pid) = record.probeable_pid() {
+                evidence = Evidence::Pid;
                 if pid_state(pid) == PidState::Dead {
-                    return Verdict::Stale(StaleReason::HolderDead);
+                    return (Verdict::Stale(StaleReason::HolderDead), evidence);
                 }
                 if record.start_time().is_some() {
                     if let Some(current) = start_time_of(&pid.to_string()) {
                         if !strict_equals_number(record.start_time(), current) {
-                            return Verdict::Stale(StaleReason::PidRecycled);
+                            return (Verdict::Stale(StaleReason::PidRecycled), evidence);
                         }
                     }
                 }
@@ -115,9 +152,12 @@ pub fn enhanced_verdict(
         _ => {}
     }
     if now - heartbeat > heartbeat_stale_ms {
-        return Verdict::Stale(StaleReason::HeartbeatStale);
+        return (
+            Verdict::Stale(StaleReason::HeartbeatStale),
+            Evidence::Heartbeat,
+        );
     }
-    Verdict::Live
+    (Verdict::Live, evidence)
 }
 
 #[cfg(test)]

@@ -85,6 +85,11 @@ impl ParsedRecord {
         }
     }
 
+    /// Every field, as `JSON.parse` gave it.
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.fields
+    }
+
     pub fn field(&self, name: &str) -> Option<&Value> {
         self.fields.get(name)
     }

@@ -114,7 +114,10 @@ fn unreadable_files_are_busy_while_fresh_and_reclaimed_when_old() {
         ));
         set_age(&target.path, Duration::from_secs(10));
         let mut c = claimed(claim(&target, "a"));
-        assert_eq!(c.reclaimed.map(|r| r.reason), Some(StaleReason::Corrupt));
+        assert_eq!(
+            c.reclaimed.as_ref().map(|r| r.reason),
+            Some(StaleReason::Corrupt)
+        );
         release(&mut c).unwrap();
     }
 }
