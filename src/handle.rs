@@ -166,16 +166,17 @@ fn define_extras(
         unsafe { free_held(env, data, ptr::null_mut()) };
         return Err(js::type_error("could not attach the handle's state"));
     }
-    let getter = |name: &'static std::ffi::CStr, cb: sys::napi_callback| sys::napi_property_descriptor {
-        utf8name: name.as_ptr(),
-        name: ptr::null_mut(),
-        method: None,
-        getter: cb,
-        setter: None,
-        value: ptr::null_mut(),
-        attributes: sys::PropertyAttributes::default,
-        data,
-    };
+    let getter =
+        |name: &'static std::ffi::CStr, cb: sys::napi_callback| sys::napi_property_descriptor {
+            utf8name: name.as_ptr(),
+            name: ptr::null_mut(),
+            method: None,
+            getter: cb,
+            setter: None,
+            value: ptr::null_mut(),
+            attributes: sys::PropertyAttributes::default,
+            data,
+        };
     let mut props = vec![
         getter(c"compromised", Some(get_compromised)),
         getter(c"compromisedReason", Some(get_compromised_reason)),

@@ -61,6 +61,7 @@ fn ensure_env_cleanup(env: sys::napi_env) {
     unsafe extern "C" fn cleanup(_arg: *mut std::ffi::c_void) {
         acquire::abandon_all_pending();
         handle::release_all_held();
+        workspace_lock_core::lockfile_io::drop_spares();
         CLEANUP_REGISTERED.with(|c| c.set(false));
     }
     // SAFETY: registers a plain function with no data on this env.
@@ -82,6 +83,7 @@ fn release_on_process_exit(env: sys::napi_env) -> JsResult<()> {
         .create_function_from_closure::<(), (), _>("releaseWorkspaceLocksOnExit", |_ctx| {
             acquire::abandon_all_pending();
             handle::release_all_held();
+            workspace_lock_core::lockfile_io::drop_spares();
             Ok(())
         })
         .map_err(|e| js::type_error(e.reason.clone()))?;

@@ -139,6 +139,9 @@ struct Schedule {
     due: BinaryHeap<Reverse<(Instant, u64)>>,
     held: HashMap<u64, Arc<HeldLock>>,
     thread_started: bool,
+    /// When the thread will wake by itself (`None`: only when notified). A new lock due no
+    /// earlier needs no wake-up, which keeps acquire/release cycles free of thread switches.
+    wakes_at: Option<Instant>,
 }
 
 struct Service {
@@ -153,6 +156,7 @@ fn service() -> &'static Service {
             due: BinaryHeap::new(),
             held: HashMap::new(),
             thread_started: false,
+            wakes_at: None,
         }),
         wake: Condvar::new(),
     })
@@ -165,8 +169,8 @@ impl Service {
 
     fn add(&'static self, held: Arc<HeldLock>) {
         let mut s = self.lock();
-        s.due
-            .push(Reverse((Instant::now() + held.interval, held.id)));
+        let due = Instant::now() + held.interval;
+        s.due.push(Reverse((due, held.id)));
         s.held.insert(held.id, held);
         if !s.thread_started {
             // If the thread cannot be created, locks are still held and released correctly;
@@ -176,7 +180,9 @@ impl Service {
                 .spawn(move || self.run())
                 .is_ok();
         }
-        self.wake.notify_one();
+        if s.wakes_at.is_none_or(|at| at > due) {
+            self.wake.notify_one();
+        }
     }
 
     fn remove(&self, id: u64) {
@@ -188,15 +194,22 @@ impl Service {
         loop {
             let next = s.due.peek().map(|Reverse((at, id))| (*at, *id));
             match next {
-                None => s = self.wake.wait(s).unwrap_or_else(|p| p.into_inner()),
+                None => {
+                    s.wakes_at = None;
+                    s = self.wake.wait(s).unwrap_or_else(|p| p.into_inner());
+                    // Awake: a lock added from now on is seen without a notification.
+                    s.wakes_at = Some(Instant::now());
+                }
                 Some((at, id)) => {
                     let now = Instant::now();
                     if at > now {
+                        s.wakes_at = Some(at);
                         s = self
                             .wake
                             .wait_timeout(s, at - now)
                             .unwrap_or_else(|p| p.into_inner())
                             .0;
+                        s.wakes_at = Some(Instant::now());
                         continue;
                     }
                     s.due.pop();

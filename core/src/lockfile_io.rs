@@ -7,16 +7,20 @@
 use crate::error::LockError;
 use crate::kernel_lock::random_u64;
 use crate::record::ParsedRecord;
+use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 pub const CLAIM_SUFFIX: &str = ".claim";
 pub const EVICTED_SUFFIX: &str = ".evicted";
+pub const SPARE_SUFFIX: &str = ".spare";
 
 /// One lockfile: its directory, its full path and its file name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +64,8 @@ pub enum Observed {
     File {
         bytes: Vec<u8>,
         record: Option<ParsedRecord>,
-        modified: SystemTime,
+        /// `None` when not needed: a record with a heartbeat is judged by its heartbeat.
+        modified: Option<SystemTime>,
     },
     /// A symlink, FIFO, socket or device: never followed or opened, judged by its age.
     NotAFile {
@@ -70,10 +75,15 @@ pub enum Observed {
 }
 
 impl Observed {
-    /// Age of an unreadable entry, by its modification time on the real clock.
+    /// Age of an unreadable entry, by its modification time on the real clock (`None` for a
+    /// record with a heartbeat, which is not stat'ed: its age is its heartbeat's).
     pub fn age(&self) -> Option<Duration> {
         let modified = match self {
-            Observed::File { modified, .. } | Observed::NotAFile { modified } => *modified,
+            Observed::File {
+                modified: Some(modified),
+                ..
+            }
+            | Observed::NotAFile { modified } => *modified,
             _ => return None,
         };
         Some(
@@ -121,6 +131,30 @@ pub fn observe(path: &Path) -> Result<Observed, LockError> {
             };
         }
     };
+    // One read is enough for a record (a short regular file returns all it has). Only what
+    // does not parse as a record with a heartbeat needs an fstat (directory? FIFO? age?).
+    let mut bytes = vec![0u8; FIRST_READ];
+    let len = loop {
+        match file.read(&mut bytes) {
+            Ok(n) => break n,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => return Ok(Observed::Directory),
+            // A FIFO with a writer but nothing written yet.
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break 0,
+            Err(e) => return Err(LockError::io(&e, "read", path)),
+        }
+    };
+    bytes.truncate(len);
+    if len < FIRST_READ {
+        let record = ParsedRecord::parse(&bytes);
+        if let Some(record) = record.filter(|r| !r.heartbeat().is_nan()) {
+            return Ok(Observed::File {
+                bytes,
+                record: Some(record),
+                modified: None,
+            });
+        }
+    }
     let meta = file
         .metadata()
         .map_err(|e| LockError::io(&e, "fstat", path))?;
@@ -131,16 +165,20 @@ pub fn observe(path: &Path) -> Result<Observed, LockError> {
     if !meta.is_file() {
         return Ok(Observed::NotAFile { modified });
     }
-    let mut bytes = Vec::with_capacity(meta.size().min(1 << 16) as usize + 1);
-    file.read_to_end(&mut bytes)
-        .map_err(|e| LockError::io(&e, "read", path))?;
+    if len == FIRST_READ {
+        file.read_to_end(&mut bytes)
+            .map_err(|e| LockError::io(&e, "read", path))?;
+    }
     let record = ParsedRecord::parse(&bytes);
     Ok(Observed::File {
         bytes,
         record,
-        modified,
+        modified: Some(modified),
     })
 }
+
+/// Bytes read at once from a lockfile: far more than any record.
+const FIRST_READ: usize = 16 * 1024;
 
 /// Writes `bytes` to a fresh temp file beside the lockfile (never following a symlink).
 fn write_temp(target: &LockTarget, bytes: &[u8]) -> Result<PathBuf, LockError> {
@@ -159,16 +197,110 @@ fn write_temp(target: &LockTarget, bytes: &[u8]) -> Result<PathBuf, LockError> {
     Ok(temp)
 }
 
+/// A file of ours from which claims of one lock path are published. A claim rewrites it and
+/// `link()`s it into place; the release unlinks only the lock path, so the inode survives
+/// under the spare's name for the next claim. An acquire/release cycle thus allocates no
+/// inode, which on ext4 is most of the cost of a fresh file (it scans for recently freed
+/// inodes). A spare is rewritten only while no other name links it (`nlink == 1`).
+struct Spare {
+    file: File,
+    path: PathBuf,
+}
+
+/// Spares kept per lock path in this process (a bounded handful).
+fn spares() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Spare>> {
+    static SPARES: OnceLock<Mutex<HashMap<PathBuf, Spare>>> = OnceLock::new();
+    SPARES
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+const MAX_SPARES: usize = 64;
+
+impl Spare {
+    fn create(target: &LockTarget) -> Result<Spare, LockError> {
+        let path = target.sibling(SPARE_SUFFIX);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(0o644)
+            .open(&path)
+            .map_err(|e| LockError::io(&e, "open", &path))?;
+        Ok(Spare { file, path })
+    }
+
+    /// Taken out of the pool (so no other thread can use it) if nothing else links it.
+    fn take(target: &LockTarget) -> Option<Spare> {
+        let spare = spares().remove(&target.path)?;
+        match spare.file.metadata() {
+            Ok(meta) if meta.nlink() == 1 => Some(spare),
+            // Swept by someone (0 links) or still linked somewhere (2+): not reusable.
+            _ => {
+                spare.discard();
+                None
+            }
+        }
+    }
+
+    fn keep(self, target: &LockTarget) {
+        let mut pool = spares();
+        if pool.len() >= MAX_SPARES && !pool.contains_key(&target.path) {
+            let victim = pool.keys().next().cloned();
+            if let Some(old) = victim.and_then(|k| pool.remove(&k)) {
+                old.discard();
+            }
+        }
+        if let Some(old) = pool.insert(target.path.clone(), self) {
+            old.discard();
+        }
+    }
+
+    /// Removes the spare's own name (never the lock path it may also be linked at).
+    fn discard(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+
+    fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(bytes, 0)?;
+        self.file.set_len(bytes.len() as u64)
+    }
+}
+
+/// Removes this process's spares (at exit).
+pub fn drop_spares() {
+    let pool = std::mem::take(&mut *spares());
+    for spare in pool.into_values() {
+        spare.discard();
+    }
+}
+
 /// Publishes a claim whole: `link()` fails if anything (even a dangling symlink) is at the
 /// lock path. `Ok(false)` when something is.
 pub fn publish(target: &LockTarget, bytes: &[u8]) -> Result<bool, LockError> {
-    let temp = write_temp(target, bytes)?;
-    let linked = fs::hard_link(&temp, &target.path);
-    let _ = fs::remove_file(&temp);
-    match linked {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
-        Err(e) => Err(LockError::io(&e, "link", &target.path)),
+    let spare = match Spare::take(target) {
+        Some(spare) => spare,
+        None => Spare::create(target)?,
+    };
+    if let Err(e) = spare.write(bytes) {
+        spare.discard();
+        return Err(LockError::io(&e, "write", target.path.as_path()));
+    }
+    match fs::hard_link(&spare.path, &target.path) {
+        Ok(()) => {
+            spare.keep(target);
+            Ok(true)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            spare.keep(target);
+            Ok(false)
+        }
+        Err(e) => {
+            spare.discard();
+            Err(LockError::io(&e, "link", &target.path))
+        }
     }
 }
 
@@ -225,7 +357,9 @@ pub fn remove(target: &LockTarget) -> Result<(), LockError> {
 /// Whether a directory entry is a leftover of a claim or eviction of this package.
 pub fn is_leftover_name(name: &[u8]) -> bool {
     name.first() == Some(&b'.')
-        && (name.ends_with(CLAIM_SUFFIX.as_bytes()) || name.ends_with(EVICTED_SUFFIX.as_bytes()))
+        && [CLAIM_SUFFIX, EVICTED_SUFFIX, SPARE_SUFFIX]
+            .iter()
+            .any(|suffix| name.ends_with(suffix.as_bytes()))
 }
 
 #[cfg(test)]
@@ -244,15 +378,20 @@ mod tests {
         assert!(publish(&t, b"{\"goalId\":\"a\"}").unwrap());
         assert!(!publish(&t, b"{\"goalId\":\"b\"}").unwrap());
         assert_eq!(fs::read(&t.path).unwrap(), b"{\"goalId\":\"a\"}");
-        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "temp files are removed");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "the lockfile and one spare: {names:?}");
+        assert!(names.iter().any(|n| n.ends_with(SPARE_SUFFIX)));
+        drop_spares_of(&t);
     }
 
     #[test]
     fn temp_names_never_end_in_lock() {
         let dir = TempDir::new("io-names");
         let t = target(&dir);
-        for suffix in [CLAIM_SUFFIX, EVICTED_SUFFIX] {
+        for suffix in [CLAIM_SUFFIX, EVICTED_SUFFIX, SPARE_SUFFIX] {
             let name = t.sibling(suffix);
             let name = name.file_name().unwrap().as_bytes();
             assert!(!name.ends_with(b".lock"));
@@ -321,6 +460,46 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
+    fn drop_spares_of(t: &LockTarget) {
+        if let Some(spare) = spares().remove(&t.path) {
+            spare.discard();
+        }
+    }
+
+    #[test]
+    fn claims_reuse_one_inode_and_never_rewrite_a_linked_one() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = TempDir::new("io-spare");
+        let t = target(&dir);
+        assert!(publish(&t, b"{\"n\":1}").unwrap());
+        let first = fs::metadata(&t.path).unwrap().ino();
+        remove(&t).unwrap();
+        assert!(publish(&t, b"{\"n\":2}").unwrap());
+        assert_eq!(
+            fs::metadata(&t.path).unwrap().ino(),
+            first,
+            "the inode is reused"
+        );
+        assert_eq!(fs::read(&t.path).unwrap(), b"{\"n\":2}");
+        // While the lockfile is still linked (nlink 2), a claim must not rewrite it.
+        assert!(!publish(&t, b"{\"n\":3}").unwrap());
+        assert_eq!(fs::read(&t.path).unwrap(), b"{\"n\":2}");
+        remove(&t).unwrap();
+        assert!(publish(&t, b"{\"n\":4}").unwrap());
+        assert_ne!(
+            fs::metadata(&t.path).unwrap().ino(),
+            first,
+            "a fresh spare was made"
+        );
+        drop_spares_of(&t);
+        remove(&t).unwrap();
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no spare left behind"
+        );
+    }
+
     #[test]
     fn replace_swaps_the_record_in_one_step() {
         let dir = TempDir::new("io-replace");
@@ -328,6 +507,7 @@ mod tests {
         assert!(publish(&t, b"{\"heartbeat\":1}").unwrap());
         replace(&t, b"{\"heartbeat\":2}").unwrap();
         assert_eq!(fs::read(&t.path).unwrap(), b"{\"heartbeat\":2}");
+        drop_spares_of(&t);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -88,6 +88,15 @@ pub fn cwd_hash(abs_cwd: &Path) -> String {
 ///
 /// `abs_cwd` must be absolute and normalised (what [`resolve_lexical`] returns).
 pub fn find_repo_root(abs_cwd: &Path, ctx: &PathContext) -> Result<Option<PathBuf>, LockError> {
+    Ok(walk_to_repo_root(abs_cwd, ctx)?.0)
+}
+
+/// `find_repo_root`, and whether the walk started from a realpath (then every directory
+/// it visits, the root it finds included, is itself a realpath).
+fn walk_to_repo_root(
+    abs_cwd: &Path,
+    ctx: &PathContext,
+) -> Result<(Option<PathBuf>, bool), LockError> {
     let raw = abs_cwd.as_os_str().as_bytes();
     if raw.contains(&0) {
         // Node's fs.realpathSync rejects NUL before any syscall, with a TypeError.
@@ -96,10 +105,10 @@ pub fn find_repo_root(abs_cwd: &Path, ctx: &PathContext) -> Result<Option<PathBu
             node_inspect_string(&String::from_utf8_lossy(raw))
         )));
     }
-    let start = match fs::canonicalize(abs_cwd) {
-        Ok(real) => real,
+    let (start, canonical) = match fs::canonicalize(abs_cwd) {
+        Ok(real) => (real, true),
         // A cwd that does not exist yet is walked lexically; its existing parents still count.
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => abs_cwd.to_path_buf(),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => (abs_cwd.to_path_buf(), false),
         Err(e) => return Err(LockError::io(&e, "realpath", abs_cwd)),
     };
     // Realpath'd so a symlinked home or temp dir still stops the walk; left lexical if that fails.
@@ -113,10 +122,10 @@ pub fn find_repo_root(abs_cwd: &Path, ctx: &PathContext) -> Result<Option<PathBu
     let mut current: &Path = &start;
     while current.as_os_str() != root.as_os_str() {
         if is_boundary(current) {
-            return Ok(None);
+            return Ok((None, canonical));
         }
         if has_marker(current) {
-            return Ok(Some(current.to_path_buf()));
+            return Ok((Some(current.to_path_buf()), canonical));
         }
         // Lexical dirname; the path is normalised, so this is exactly Node's path.dirname.
         match current.parent() {
@@ -125,14 +134,23 @@ pub fn find_repo_root(abs_cwd: &Path, ctx: &PathContext) -> Result<Option<PathBu
         }
     }
     if is_boundary(root) {
-        return Ok(None);
+        return Ok((None, canonical));
     }
-    Ok(has_marker(root).then(|| root.to_path_buf()))
+    Ok((has_marker(root).then(|| root.to_path_buf()), canonical))
 }
 
 /// crewRoot for a repo root.
 pub fn crew_root(repo_root: &Path) -> Result<PathBuf, LockError> {
+    crew_root_of(repo_root, false)
+}
+
+/// `crew_root`; `canonical` says `repo_root` is already a realpath, so that a `.crew` that
+/// is a plain directory is its own realpath (no need to resolve it again).
+fn crew_root_of(repo_root: &Path, canonical: bool) -> Result<PathBuf, LockError> {
     let crew = node_join(repo_root, ".crew");
+    if canonical && fs::symlink_metadata(&crew).is_ok_and(|m| m.is_dir()) {
+        return Ok(crew);
+    }
     if exists(&crew) {
         // Existence was just seen, so a failure here is a race worth reporting.
         return fs::canonicalize(&crew).map_err(|e| LockError::io(&e, "realpath", &crew));
@@ -160,8 +178,10 @@ pub fn workspace_locks_dir(cwd: &str, ctx: &PathContext) -> Result<PathBuf, Lock
 
 fn locks_dir_of(abs_cwd: &Path, ctx: &PathContext) -> Result<PathBuf, LockError> {
     // Without a repo root the lexical cwd itself hosts `.crew`.
-    let repo_root = find_repo_root(abs_cwd, ctx)?.unwrap_or_else(|| abs_cwd.to_path_buf());
-    let crew = crew_root(&repo_root)?;
+    let crew = match walk_to_repo_root(abs_cwd, ctx)? {
+        (Some(root), canonical) => crew_root_of(&root, canonical)?,
+        (None, _) => crew_root_of(abs_cwd, false)?,
+    };
     Ok(node_join(&node_join(&crew, "state"), "workspace-locks"))
 }
 

@@ -28,6 +28,20 @@ pub fn start_time_of(pid: &str) -> Option<f64> {
     if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
+    // Our own start time cannot change while we run: read it once.
+    static OWN: std::sync::OnceLock<(String, Option<f64>)> = std::sync::OnceLock::new();
+    let (own_pid, own) = OWN.get_or_init(|| {
+        let me = std::process::id().to_string();
+        let st = read_start_time(&me);
+        (me, st)
+    });
+    if pid == own_pid && own.is_some() {
+        return *own;
+    }
+    read_start_time(pid)
+}
+
+fn read_start_time(pid: &str) -> Option<f64> {
     let ticks = read_proc_stat(pid)?.start_ticks;
     ticks.is_finite().then(|| (ticks * 10.0).floor())
 }

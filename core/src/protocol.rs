@@ -161,8 +161,15 @@ pub fn try_claim<C: Claimant>(
                 },
             }),
         };
-        fs::create_dir_all(&target.dir).map_err(|e| LockError::io(&e, "mkdir", &target.dir))?;
-        let owners = OwnerFile::open(&target.dir, true)?;
+        let owners = match OwnerFile::open(&target.dir, true) {
+            Err(LockError::Io(e)) if e.errno == libc::ENOENT => {
+                // The locks directory does not exist yet: make it (as the original does).
+                fs::create_dir_all(&target.dir)
+                    .map_err(|e| LockError::io(&e, "mkdir", &target.dir))?;
+                OwnerFile::open(&target.dir, true)?
+            }
+            other => other?,
+        };
         let slot = owners.as_ref().map(|_| HolderSlot::random());
         let record = claimant.record(slot)?;
         let bytes = record.to_json();
@@ -172,7 +179,11 @@ pub fn try_claim<C: Claimant>(
                 publish_if_unchanged(target, &seen, owners, slot, &bytes)?
             }
             // No kernel locks here: the original's protocol, minus its races we can avoid.
-            None => evict_if_present(target, &seen)? && publish(target, bytes.as_bytes())?,
+            None => {
+                fs::create_dir_all(&target.dir)
+                    .map_err(|e| LockError::io(&e, "mkdir", &target.dir))?;
+                evict_if_present(target, &seen)? && publish(target, bytes.as_bytes())?
+            }
         };
         if published {
             return Ok(ClaimOutcome::Claimed(Box::new(Claimed {
