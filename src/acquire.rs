@@ -238,7 +238,12 @@ struct Pending {
     abort_listener: Option<JsRef>,
     retry: Arc<RetryFn>,
     wait: Option<WaitId>,
+    /// Arrival order, kept across re-parks: the earliest waiter is woken first.
+    order: u64,
 }
+
+/// Arrival order of waiters across every JS thread of the process.
+static ARRIVAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 thread_local! {
     static PENDING: RefCell<HashMap<u64, Pending>> = RefCell::new(HashMap::new());
@@ -303,6 +308,7 @@ fn begin_waiting(
         abort_listener,
         retry: Arc::new(retry),
         wait: None,
+        order: ARRIVAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         request,
     };
     park(pending, id, &busy);
@@ -332,6 +338,7 @@ fn park(mut pending: Pending, id: u64, busy: &Busy) {
         lock_path: pending.request.target.path.clone(),
         holder: holder_watch(&pending.request, busy),
         deadline: Instant::now() + pending.request.poll,
+        order: pending.order,
     };
     pending.wait = Some(waiting::register(
         spec,
@@ -348,6 +355,7 @@ fn take(id: u64) -> Option<Pending> {
 
 /// The next attempt, on the JS thread.
 fn retry(env: Env, id: u64) {
+    // Gone already (aborted after it was woken): its finish() passed the turn on.
     let Some(pending) = take(id) else { return };
     let callbacks = Callbacks {
         judge: JudgeOptions {
@@ -387,6 +395,10 @@ fn finish(env: Env, mut pending: Pending, outcome: JsResult<JsValue>) {
     if let Some(wait) = pending.wait.take() {
         waiting::cancel(wait);
     }
+    if outcome.is_err() {
+        // It may have been the one woken for a release: let the next in line look.
+        waiting::nudge(&pending.request.target.path);
+    }
     if let (Some(signal), Some(listener)) = (&pending.signal, &pending.abort_listener) {
         let signal = signal.get();
         if let Ok(remove) = js::get_named(env, signal, "removeEventListener") {
@@ -408,6 +420,7 @@ pub fn abandon_all_pending() {
         if let Some(wait) = pending.wait.take() {
             waiting::cancel(wait);
         }
+        waiting::nudge(&pending.request.target.path);
         for r in [
             pending.resolver.take(),
             pending.now.take(),

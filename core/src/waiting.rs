@@ -40,6 +40,9 @@ pub struct WaitSpec {
     pub lock_path: PathBuf,
     pub holder: Option<HolderWatch>,
     pub deadline: Instant,
+    /// Arrival order among this process's waiters (keep it across re-registrations): an
+    /// event wakes only the earliest waiter of a lock path, the others stay asleep.
+    pub order: u64,
 }
 
 pub type WakeCallback = Box<dyn FnOnce(WakeReason) + Send>;
@@ -52,6 +55,7 @@ struct Waiter {
     name: OsString,
     holder: Option<HolderWatch>,
     deadline: Instant,
+    order: u64,
     callback: WakeCallback,
 }
 
@@ -128,6 +132,7 @@ pub fn register(spec: WaitSpec, callback: WakeCallback) -> WaitId {
             name,
             holder: spec.holder,
             deadline: spec.deadline,
+            order: spec.order,
             callback,
         },
     );
@@ -153,6 +158,33 @@ pub fn cancel(id: WaitId) -> bool {
         }
         None => false,
     }
+}
+
+/// Wakes the earliest waiter of `lock_path` now: used when a woken waiter leaves without
+/// taking the lock (aborted, failed), so that the next in line looks at it.
+pub fn nudge(lock_path: &Path) {
+    let svc = service();
+    let mut st = svc.lock();
+    let dir = lock_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let name = lock_path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    let head = st
+        .waiters
+        .iter()
+        .filter(|(_, w)| w.dir == dir && w.name == name)
+        .min_by_key(|(id, w)| (w.order, **id))
+        .map(|(id, _)| *id);
+    let Some(w) = head.and_then(|id| st.waiters.remove(&id)) else {
+        return;
+    };
+    svc.unwatch_dir(&mut st, &w.dir);
+    drop(st);
+    (w.callback)(WakeReason::Changed);
 }
 
 /// How many waiters are registered (for tests and diagnostics).
@@ -304,6 +336,9 @@ impl Service {
             }
             let bytes = std::mem::take(&mut st.fired_bytes);
             let now = Instant::now();
+            // Per lock path, an event wakes only its earliest waiter (the next in line);
+            // deadlines wake each waiter on its own.
+            let mut heads: HashMap<(&Path, &OsString), (u64, WaitId, WakeReason)> = HashMap::new();
             for (id, w) in &st.waiters {
                 let wd = st.dirs.get(&w.dir).map(|d| d.wd);
                 let changed = wd.is_some_and(|wd| {
@@ -319,16 +354,38 @@ impl Service {
                     }
                     None => false,
                 };
-                if changed {
-                    fired.push((*id, WakeReason::Changed));
+                let reason = if changed {
+                    WakeReason::Changed
                 } else if holder_gone {
-                    fired.push((*id, WakeReason::HolderGone));
-                } else if w.deadline <= now {
-                    fired.push((*id, WakeReason::Deadline));
+                    WakeReason::HolderGone
+                } else {
+                    if w.deadline <= now {
+                        fired.push((*id, WakeReason::Deadline));
+                    }
+                    continue;
+                };
+                let key = (w.dir.as_path(), &w.name);
+                let candidate = (w.order, *id, reason);
+                heads
+                    .entry(key)
+                    .and_modify(|best| {
+                        if (candidate.0, candidate.1) < (best.0, best.1) {
+                            *best = candidate;
+                        }
+                    })
+                    .or_insert(candidate);
+            }
+            for (_, id, reason) in heads.into_values() {
+                if !fired.iter().any(|(f, _)| *f == id) {
+                    fired.push((id, reason));
                 }
             }
-            // Oldest registration first: within this process waiters are served in order.
-            fired.sort_unstable_by_key(|(id, _)| *id);
+            // Oldest first: within this process waiters are served in arrival order.
+            fired.sort_unstable_by_key(|(id, _)| {
+                st.waiters
+                    .get(id)
+                    .map_or((u64::MAX, *id), |w| (w.order, *id))
+            });
             let mut callbacks = Vec::with_capacity(fired.len());
             for (id, reason) in fired {
                 if let Some(w) = st.waiters.remove(&id) {
@@ -468,6 +525,7 @@ mod tests {
             lock_path: lock.clone(),
             holder: None,
             deadline: Instant::now() + Duration::from_secs(30),
+            order: 0,
         });
         // Another file in the directory does not wake it.
         std::fs::write(dir.path().join("other.lock"), b"{}").unwrap();
@@ -486,6 +544,7 @@ mod tests {
             lock_path: dir.path().join("h.lock"),
             holder: None,
             deadline: Instant::now() + Duration::from_millis(30),
+            order: 0,
         });
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(5)).unwrap().0,
@@ -506,6 +565,7 @@ mod tests {
                 offset: slot.0,
             }),
             deadline: Instant::now() + Duration::from_secs(30),
+            order: 0,
         });
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
         drop(holder); // as at the holder's death
@@ -526,10 +586,43 @@ mod tests {
             lock_path: dir.path().join("h.lock"),
             holder: Some(HolderWatch::Pid(child.id() as i32)),
             deadline: Instant::now() + Duration::from_secs(30),
+            order: 0,
         });
         let (reason, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(reason, WakeReason::HolderGone);
         let _ = child.wait();
+    }
+
+    #[test]
+    fn an_event_wakes_only_the_earliest_waiter_and_nudge_passes_it_on() {
+        let dir = TempDir::new("wait-order");
+        let lock = dir.path().join("h.lock");
+        std::fs::write(&lock, b"{}").unwrap();
+        let (tx, rx) = mpsc::channel::<u64>();
+        for order in [3u64, 1, 2] {
+            let tx = tx.clone();
+            register(
+                WaitSpec {
+                    lock_path: lock.clone(),
+                    holder: None,
+                    deadline: Instant::now() + Duration::from_secs(30),
+                    order,
+                },
+                Box::new(move |_| {
+                    let _ = tx.send(order);
+                }),
+            );
+        }
+        std::fs::remove_file(&lock).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "only the first is woken"
+        );
+        nudge(&lock);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 2);
+        std::fs::write(&lock, b"{}").unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 3);
     }
 
     #[test]
@@ -541,6 +634,7 @@ mod tests {
                 lock_path: dir.path().join("h.lock"),
                 holder: None,
                 deadline: Instant::now() + Duration::from_millis(20),
+                order: 0,
             },
             Box::new(move |r| {
                 let _ = tx.send(r);

@@ -1,0 +1,91 @@
+// Waiters are woken by events, not by polling: a release or the holder's death wakes them
+// at once (pollMs is only the fallback), in arrival order within a process, many waiters
+// stay cheap, and an idle wait costs no CPU. Bounds are generous: the figures belong to
+// the benchmark (npm run bench), not to tests.
+import { describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { lock, workspace, startChild, sleep } from './helpers.mjs'
+
+const NO_POLL = 60_000 // so that only notifications can wake a waiter in time
+const ms = (t0) => Number(process.hrtime.bigint() - t0) / 1e6
+
+describe('waiters wake at once', () => {
+  it('on a release in the same process', async () => {
+    const cwd = workspace()
+    const h = await lock.acquireWorkspaceLock(cwd, 'holder')
+    const waiting = lock.acquireWorkspaceLock(cwd, 'waiter', { pollMs: NO_POLL })
+    await sleep(50)
+    const t0 = process.hrtime.bigint()
+    h.release()
+    const w = await waiting
+    assert.ok(ms(t0) < 1000, `${ms(t0)} ms`)
+    w.release()
+  })
+
+  it('on a release in another process', { timeout: 20_000 }, async () => {
+    const cwd = workspace()
+    const holder = startChild('holder.mjs', [cwd, JSON.stringify({ goalId: 'other-process' })])
+    await holder.nextLine()
+    const waiting = lock.acquireWorkspaceLock(cwd, 'waiter', { pollMs: NO_POLL })
+    await sleep(50)
+    const t0 = process.hrtime.bigint()
+    holder.send('release')
+    const w = await waiting
+    assert.ok(ms(t0) < 1000, `${ms(t0)} ms`)
+    w.release()
+    holder.kill()
+  })
+})
+
+describe('many waiters', () => {
+  it('100 waiters in one process are served in arrival order, each woken by the previous release', { timeout: 30_000 }, async () => {
+    const cwd = workspace()
+    const first = await lock.acquireWorkspaceLock(cwd, 'first')
+    const order = []
+    const all = Array.from({ length: 100 }, (_, i) =>
+      lock.acquireWorkspaceLock(cwd, `w${i}`, { pollMs: NO_POLL }).then((h) => {
+        order.push(i)
+        assert.equal(lock.isWorkspaceBusy(cwd), `w${i}`)
+        setImmediate(() => h.release())
+      }),
+    )
+    await sleep(50)
+    const t0 = process.hrtime.bigint()
+    first.release()
+    await Promise.all(all)
+    assert.deepEqual(order, Array.from({ length: 100 }, (_, i) => i))
+    assert.ok(ms(t0) < 10_000, `${ms(t0)} ms for 100 handovers`)
+  })
+
+  it('16 processes of waiters all get the lock in turn without polling', { timeout: 60_000 }, async () => {
+    const cwd = workspace()
+    const first = await lock.acquireWorkspaceLock(cwd, 'first')
+    const children = Array.from({ length: 16 }, () => startChild('waiters.mjs', [cwd, '2', String(NO_POLL), 'cycle'], { timeoutMs: 50_000 }))
+    await sleep(300)
+    const t0 = process.hrtime.bigint()
+    first.release()
+    const lines = await Promise.all(children.map((c) => c.nextLine(45_000)))
+    for (const line of lines) assert.match(line, /^done \d+$/)
+    // 32 holds of 5 ms each: with pollMs 60 s, only wake-ups can finish this in time.
+    assert.ok(ms(t0) < 20_000, `${ms(t0)} ms`)
+    assert.equal(lock.isWorkspaceBusy(cwd), undefined)
+  })
+})
+
+describe('an idle wait costs no CPU', () => {
+  for (const pollMs of [NO_POLL, 500]) {
+    it(`100 parked waiters use almost no CPU over a second (pollMs ${pollMs})`, { timeout: 20_000 }, async () => {
+      const cwd = workspace()
+      const h = await lock.acquireWorkspaceLock(cwd, 'holder')
+      const child = startChild('waiters.mjs', [cwd, '100', String(pollMs), 'idle'])
+      assert.equal(await child.nextLine(), 'parked')
+      await sleep(200)
+      child.send('measure 1000')
+      const cpuMicros = Number(await child.nextLine())
+      // Generous: a poller at 5 ms would burn far more; we expect a few ms at most.
+      assert.ok(cpuMicros < 100_000, `${cpuMicros} µs of CPU in 1 s`)
+      await child.exited
+      h.release()
+    })
+  }
+})
