@@ -194,6 +194,19 @@ describe('bad input gets a clear error, and nothing is lost', () => {
     })
   })
 
+  it('accepts pollMs of 0 and of any huge finite value (clamped like Node timers)', async () => {
+    const cwd = workspace()
+    const h = await lock.acquireWorkspaceLock(cwd, 'holder')
+    for (const pollMs of [0, 1e300, Number.MAX_VALUE]) {
+      const ac = new AbortController()
+      const p = lock.acquireWorkspaceLock(cwd, 'g', { pollMs, signal: ac.signal })
+      await new Promise((r) => setTimeout(r, 20))
+      ac.abort()
+      await assert.rejects(p, { message: 'workspace lock acquisition aborted' })
+    }
+    h.release()
+  })
+
   it('treats null options as absent, as the original\'s ?? does', async () => {
     const cwd = workspace()
     const h = await lock.acquireWorkspaceLock(cwd, 'g', { now: null, startTimeResolver: null, pollMs: null, signal: null, pid: null })

@@ -28,6 +28,9 @@ use workspace_lock_core::protocol::{try_claim, Busy, ClaimOutcome, Claimant};
 use workspace_lock_core::record::{NewRecord, ParsedRecord};
 use workspace_lock_core::waiting::{self, HolderWatch, WaitId, WaitSpec};
 
+/// The longest fallback wait between two checks (Node's own timer limit).
+const MAX_POLL_MS: f64 = 2_147_483_647.0;
+
 /// What an acquisition needs besides the caller's JavaScript callbacks.
 struct Request {
     cwd: String,
@@ -198,7 +201,8 @@ fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsR
         cwd,
         goal_id,
         fail_on_workspace_busy: options.fail_on_workspace_busy,
-        poll: Duration::from_secs_f64(options.poll_ms.max(1.0) / 1000.0),
+        // Node clamps timers to 2^31-1 ms as well; beyond that Duration math would overflow.
+        poll: Duration::from_millis(options.poll_ms.clamp(1.0, MAX_POLL_MS) as u64),
         pid,
         written_start_time,
         heartbeat_stale_ms: options.judge.heartbeat_stale_ms,
@@ -337,7 +341,9 @@ fn park(mut pending: Pending, id: u64, busy: &Busy) {
     let spec = WaitSpec {
         lock_path: pending.request.target.path.clone(),
         holder: holder_watch(&pending.request, busy),
-        deadline: Instant::now() + pending.request.poll,
+        deadline: Instant::now()
+            .checked_add(pending.request.poll)
+            .unwrap_or_else(Instant::now),
         order: pending.order,
     };
     pending.wait = Some(waiting::register(
