@@ -24,6 +24,7 @@ use workspace_lock_core::js_semantics::{iso_string, template_string};
 use workspace_lock_core::kernel_lock::{HolderSlot, OwnerFile, OWNER_FILE_NAME};
 use workspace_lock_core::liveness::Verdict;
 use workspace_lock_core::lockfile_io::LockTarget;
+use workspace_lock_core::process_probe::start_time_of;
 use workspace_lock_core::protocol::{try_claim, Busy, ClaimOutcome, Claimant};
 use workspace_lock_core::record::{NewRecord, ParsedRecord};
 use workspace_lock_core::waiting::{self, HolderWatch, WaitId, WaitSpec};
@@ -319,15 +320,28 @@ fn begin_waiting(
     Ok(())
 }
 
-/// Who to watch for the holder's death: its kernel byte if it is of this package and on
-/// this kernel, its pid if it is of the original and in our PID namespace.
+/// Who to watch for the holder's death. A holder in our PID namespace whose recorded start
+/// time matches its pid's is that process: a pidfd (no thread) reports its exit, by which
+/// time the kernel has dropped its locks. Otherwise a holder of this package on this kernel
+/// is watched through its kernel byte (a helper thread blocks on it); a holder of the
+/// original module is watched by pid.
 fn holder_watch(request: &Request, busy: &Busy) -> Option<HolderWatch> {
     let holder = busy.holder.as_ref()?;
-    match (holder.owner_lock(), locality_of(holder)) {
+    let locality = locality_of(holder);
+    let provable_pid = holder.probeable_pid().filter(|pid| {
+        let recorded = holder.start_time().and_then(|st| st.as_f64());
+        locality == Locality::SamePidNamespace
+            && recorded.is_some()
+            && start_time_of(&pid.to_string()) == recorded
+    });
+    match (holder.owner_lock(), locality) {
         (_, Locality::Elsewhere) => None,
-        (Some(offset), _) if HolderSlot::is_valid(offset) => Some(HolderWatch::KernelByte {
-            owner_file: request.target.dir.join(OWNER_FILE_NAME),
-            offset,
+        (Some(offset), _) if HolderSlot::is_valid(offset) => Some(match provable_pid {
+            Some(pid) => HolderWatch::Pid(pid),
+            None => HolderWatch::KernelByte {
+                owner_file: request.target.dir.join(OWNER_FILE_NAME),
+                offset,
+            },
         }),
         (None, Locality::SamePidNamespace) if !request.injected => {
             holder.probeable_pid().map(HolderWatch::Pid)
