@@ -94,15 +94,14 @@ pub fn inspect_dir(env: Env, judge: &Judge<'_>, dir: &str) -> JsResult<JsValue> 
         }
     };
     names.sort_unstable();
-    let mut arr = std::ptr::null_mut();
-    // SAFETY: env is the live env of this call.
-    unsafe { napi::sys::napi_create_array_with_length(env, names.len(), &mut arr) };
-    for (i, name) in names.iter().enumerate() {
+    let items = names.iter().map(|name| {
         let shown = node_path_join(dir, &String::from_utf8_lossy(name));
-        let full = Path::new(dir).join(OsStr::from_bytes(name));
-        let item = inspect_path(env, judge, &shown, &full)?;
-        // SAFETY: arr is an array of this env.
-        unsafe { napi::sys::napi_set_element(env, arr, i as u32, item) };
-    }
-    Ok(arr)
+        inspect_path(
+            env,
+            judge,
+            &shown,
+            &Path::new(dir).join(OsStr::from_bytes(name)),
+        )
+    });
+    js::array(env, items)
 }

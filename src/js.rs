@@ -192,6 +192,25 @@ pub fn global(env: Env) -> JsValue {
     g
 }
 
+/// A JS array of the given values (in order).
+pub fn array(
+    env: Env,
+    items: impl ExactSizeIterator<Item = JsResult<JsValue>>,
+) -> JsResult<JsValue> {
+    let mut arr = ptr::null_mut();
+    // SAFETY: env is live.
+    check(env, unsafe {
+        sys::napi_create_array_with_length(env, items.len(), &mut arr)
+    })?;
+    for (i, item) in items.enumerate() {
+        // SAFETY: arr is an array of env.
+        check(env, unsafe {
+            sys::napi_set_element(env, arr, i as u32, item?)
+        })?;
+    }
+    Ok(arr)
+}
+
 /// A JSON value read from a lockfile, as the JavaScript value `JSON.parse` would give.
 pub fn from_json(env: Env, value: Option<&Value>) -> JsResult<JsValue> {
     Ok(match value {

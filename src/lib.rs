@@ -48,6 +48,26 @@ fn run_sync<'env>(
     }
 }
 
+/// The prologue of the synchronous judging exports: `subject` must be a string (named
+/// `what` in errors), `opts` the judge options; then `body` runs with both.
+fn run_judged<'env>(
+    env: &'env Env,
+    subject: Unknown<'env>,
+    what: &str,
+    opts: Option<Unknown<'env>>,
+    body: impl FnOnce(sys::napi_env, String, &judge::Judge<'_>) -> JsResult<sys::napi_value>,
+) -> Result<Unknown<'env>> {
+    run_sync(env, |raw| {
+        let subject = options::require_string(raw, subject.raw(), what)?;
+        let opts = options::judge_options(raw, opts.map(|o| o.raw()))?;
+        let judge = judge::Judge {
+            env: raw,
+            opts: &opts,
+        };
+        body(raw, subject, &judge)
+    })
+}
+
 thread_local! {
     static CLEANUP_REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
@@ -162,9 +182,7 @@ pub fn is_workspace_busy<'env>(
     cwd: Unknown<'env>,
     opts: Option<Unknown<'env>>,
 ) -> Result<Unknown<'env>> {
-    run_sync(env, |raw| {
-        let cwd = options::require_string(raw, cwd.raw(), "cwd")?;
-        let opts = options::judge_options(raw, opts.map(|o| o.raw()))?;
+    run_judged(env, cwd, "cwd", opts, |raw, cwd, judge| {
         let path = lock_path_of(&cwd)?;
         let Observed::File {
             record: Some(record),
@@ -174,12 +192,8 @@ pub fn is_workspace_busy<'env>(
             return Ok(js::undefined(raw));
         };
         let owners = match path.parent() {
-            Some(dir) if !opts.injected() => OwnerFile::open(dir, false).ok().flatten(),
+            Some(dir) if !judge.opts.injected() => OwnerFile::open(dir, false).ok().flatten(),
             _ => None,
-        };
-        let judge = judge::Judge {
-            env: raw,
-            opts: &opts,
         };
         match judge.verdict(&record, owners.as_ref())? {
             Verdict::Live => js::from_json(raw, record.goal_id()),
@@ -200,27 +214,17 @@ pub fn reclaim_stale_locks<'env>(
     dir: Unknown<'env>,
     opts: Option<Unknown<'env>>,
 ) -> Result<Unknown<'env>> {
-    run_sync(env, |raw| {
-        let dir = options::require_string(raw, dir.raw(), "dir")?;
-        let opts = options::judge_options(raw, opts.map(|o| o.raw()))?;
-        let judge = judge::Judge {
-            env: raw,
-            opts: &opts,
-        };
+    run_judged(env, dir, "dir", opts, |raw, dir, judge| {
         let reclaimed = reclaim_stale(
             std::path::Path::new(&dir),
             &mut |record, owners: Option<&OwnerFile>| judge.verdict(record, owners),
-            opts.heartbeat_stale_ms,
+            judge.opts.heartbeat_stale_ms,
         )?;
-        let mut arr = std::ptr::null_mut();
-        // SAFETY: raw is the live env of this call.
-        unsafe { sys::napi_create_array_with_length(raw, reclaimed.len(), &mut arr) };
-        for (i, r) in reclaimed.iter().enumerate() {
+        let paths = reclaimed.iter().map(|r| {
             let joined = node_path_join(&dir, &String::from_utf8_lossy(&r.file_name));
-            // SAFETY: arr is an array of this env.
-            unsafe { sys::napi_set_element(raw, arr, i as u32, js::string(raw, &joined)) };
-        }
-        Ok(arr)
+            Ok(js::string(raw, &joined))
+        });
+        js::array(raw, paths)
     })
 }
 
@@ -236,15 +240,9 @@ pub fn inspect_workspace_lock<'env>(
     cwd: Unknown<'env>,
     opts: Option<Unknown<'env>>,
 ) -> Result<Unknown<'env>> {
-    run_sync(env, |raw| {
-        let cwd = options::require_string(raw, cwd.raw(), "cwd")?;
-        let opts = options::judge_options(raw, opts.map(|o| o.raw()))?;
+    run_judged(env, cwd, "cwd", opts, |raw, cwd, judge| {
         let path = lock_path_of(&cwd)?;
-        let judge = judge::Judge {
-            env: raw,
-            opts: &opts,
-        };
-        inspect::inspect_path(raw, &judge, &path.to_string_lossy(), &path)
+        inspect::inspect_path(raw, judge, &path.to_string_lossy(), &path)
     })
 }
 
@@ -260,13 +258,7 @@ pub fn inspect_workspace_locks<'env>(
     dir: Unknown<'env>,
     opts: Option<Unknown<'env>>,
 ) -> Result<Unknown<'env>> {
-    run_sync(env, |raw| {
-        let dir = options::require_string(raw, dir.raw(), "dir")?;
-        let opts = options::judge_options(raw, opts.map(|o| o.raw()))?;
-        let judge = judge::Judge {
-            env: raw,
-            opts: &opts,
-        };
-        inspect::inspect_dir(raw, &judge, &dir)
+    run_judged(env, dir, "dir", opts, |raw, dir, judge| {
+        inspect::inspect_dir(raw, judge, &dir)
     })
 }
