@@ -36,11 +36,13 @@ export function removeAll() {
 process.on('exit', removeAll)
 
 /**
- * Starts `node fixtures/<script> ...args`, line-buffered. The child is SIGKILLed after
+ * Starts `node fixtures/<script> ...args` (optionally under `prefix`), line-buffered. The child is SIGKILLed after
  * `timeoutMs` and at the end of the test process, whatever happens.
  */
-export function startChild(script, args = [], { timeoutMs = 60_000, env = {} } = {}) {
-  const child = spawn(process.execPath, [path.join(fixturesDir, script), ...args], {
+export function startChild(script, args = [], { timeoutMs = 60_000, env = {}, prefix = [] } = {}) {
+  // `prefix` runs node under another command (e.g. `unshare --pid --fork ...`).
+  const argv = [...prefix, process.execPath, path.join(fixturesDir, script), ...args]
+  const child = spawn(argv[0], argv.slice(1), {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   })
