@@ -23,7 +23,7 @@ use workspace_lock_core::host::{host_identity, locality_of, Locality};
 use workspace_lock_core::js_semantics::{iso_string, template_string};
 use workspace_lock_core::kernel_lock::{HolderSlot, OwnerFile, OWNER_FILE_NAME};
 use workspace_lock_core::liveness::Verdict;
-use workspace_lock_core::lockfile_io::LockTarget;
+use workspace_lock_core::lockfile_io::{observe, LockTarget, Observed};
 use workspace_lock_core::process_probe::start_time_of;
 use workspace_lock_core::protocol::{try_claim, Busy, ClaimOutcome, Claimant};
 use workspace_lock_core::record::{NewRecord, ParsedRecord};
@@ -360,6 +360,7 @@ fn park(mut pending: Pending, id: u64, busy: &Busy) {
             .unwrap_or_else(Instant::now),
         order: pending.order,
     };
+    let lock_path = pending.request.target.path.clone();
     pending.wait = Some(waiting::register(
         spec,
         Box::new(move |_reason| {
@@ -367,6 +368,21 @@ fn park(mut pending: Pending, id: u64, busy: &Busy) {
         }),
     ));
     PENDING.with(|p| p.borrow_mut().insert(id, pending));
+    // A release between our look and the registration raised no event we could see:
+    // look once more now that events are watched.
+    let unchanged = match (observe(&lock_path), &busy.holder) {
+        (
+            Ok(Observed::File {
+                record: Some(r), ..
+            }),
+            Some(holder),
+        ) => r == *holder,
+        (Ok(Observed::File { record: None, .. } | Observed::NotAFile { .. }), None) => true,
+        _ => false,
+    };
+    if !unchanged {
+        waiting::nudge(&lock_path);
+    }
 }
 
 fn take(id: u64) -> Option<Pending> {

@@ -213,7 +213,8 @@ mod tests {
         assert_eq!(r.probeable_pid(), Some(2), "duplicate keys: the last wins");
         assert_eq!(r.heartbeat(), 7.0);
         // Keys keep the file's order, as JSON.parse keeps insertion order.
-        let r = ParsedRecord::parse(br#"{"pid":1,"heartbeat":2,"goalId":"g","acquiredAt":"x"}"#).unwrap();
+        let r = ParsedRecord::parse(br#"{"pid":1,"heartbeat":2,"goalId":"g","acquiredAt":"x"}"#)
+            .unwrap();
         let keys: Vec<&str> = r.fields().keys().map(String::as_str).collect();
         assert_eq!(keys, ["pid", "heartbeat", "goalId", "acquiredAt"]);
     }

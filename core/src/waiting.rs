@@ -73,6 +73,8 @@ struct State {
     /// Kernel bytes a helper thread is blocked on; removed (and fired) when it returns.
     byte_watchers: HashSet<(PathBuf, u64)>,
     fired_bytes: Vec<(PathBuf, u64)>,
+    /// Pids found gone when a watch was asked for.
+    exited_pids: Vec<i32>,
     thread_started: bool,
 }
 
@@ -248,8 +250,16 @@ impl Service {
                 }
                 // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
                 let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, *pid, 0) } as i32;
-                if let Some(fd) = new_fd(raw) {
-                    st.pidfds.insert(*pid, fd);
+                match new_fd(raw) {
+                    Some(fd) => {
+                        st.pidfds.insert(*pid, fd);
+                    }
+                    // Already gone between the judgement and now: that is its exit.
+                    None if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) => {
+                        st.exited_pids.push(*pid);
+                    }
+                    // No pidfds here (old kernel): the pollMs fallback covers it.
+                    None => {}
                 }
             }
             HolderWatch::KernelByte { owner_file, offset } => {
@@ -325,12 +335,13 @@ impl Service {
                 );
             }
             let mut st = self.lock();
-            let exited: Vec<i32> = pids
+            let mut exited: Vec<i32> = pids
                 .iter()
                 .zip(fds.iter().skip(base))
                 .filter(|(_, p)| p.revents != 0)
                 .map(|(pid, _)| *pid)
                 .collect();
+            exited.append(&mut st.exited_pids);
             for pid in &exited {
                 st.pidfds.remove(pid);
             }
@@ -623,6 +634,22 @@ mod tests {
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 2);
         std::fs::write(&lock, b"{}").unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_holder_pid_already_gone_wakes_the_waiter_at_once() {
+        let dir = TempDir::new("wait-gone");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let _ = child.wait();
+        let rx = wait_for(WaitSpec {
+            lock_path: dir.path().join("h.lock"),
+            holder: Some(HolderWatch::Pid(pid)),
+            deadline: Instant::now() + Duration::from_secs(30),
+            order: 0,
+        });
+        let (reason, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(reason, WakeReason::HolderGone);
     }
 
     #[test]
