@@ -111,10 +111,7 @@ fn attempt(env: Env, request: &Request, callbacks: &Callbacks) -> JsResult<Step>
     }
     let mut claimant = BindingClaimant {
         request,
-        judge: Judge {
-            env,
-            opts: &callbacks.judge,
-        },
+        judge: Judge::new(env, &callbacks.judge),
     };
     match try_claim(&request.target, &mut claimant, request.heartbeat_stale_ms)? {
         ClaimOutcome::Claimed(claim) => {
@@ -186,10 +183,7 @@ fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsR
     let options: AcquireOptions = crate::options::acquire_options(env, opts)?;
     let lock_path = crate::lock_path_of(&cwd)?;
     let pid = options.pid.unwrap_or(f64::from(std::process::id()));
-    let judge = Judge {
-        env,
-        opts: &options.judge,
-    };
+    let judge = Judge::new(env, &options.judge);
     let written_start_time = judge.start_time(Some(&serde_json::Value::from(pid)))?;
     if written_start_time.is_some_and(|st| !st.is_finite()) {
         return Err(js::range_error(

@@ -7,16 +7,26 @@ use crate::options::JudgeOptions;
 use workspace_lock_core::held_lock::wall_clock_ms;
 use workspace_lock_core::js_semantics::template_string;
 use workspace_lock_core::kernel_lock::OwnerFile;
-use workspace_lock_core::liveness::{enhanced_judgement, original_verdict, Verdict};
+use workspace_lock_core::liveness::{enhanced_judgement, original_verdict, PidProbes, Verdict};
 use workspace_lock_core::process_probe::start_time_of;
 use workspace_lock_core::record::ParsedRecord;
 
 pub struct Judge<'a> {
     pub env: Env,
     pub opts: &'a JudgeOptions,
+    /// Pid lookups shared by the judgements of one call (one sweep, one attempt).
+    pub probes: PidProbes,
 }
 
-impl Judge<'_> {
+impl<'a> Judge<'a> {
+    pub fn new(env: Env, opts: &'a JudgeOptions) -> Judge<'a> {
+        Judge {
+            env,
+            opts,
+            probes: PidProbes::default(),
+        }
+    }
+
     /// `now()`: the injected clock (which must return a number) or `Date.now()`.
     pub fn now(&self) -> JsResult<f64> {
         let Some(now) = self.opts.now else {
@@ -62,7 +72,8 @@ impl Judge<'_> {
     ) -> JsResult<(Verdict, &'static str)> {
         let stale_ms = self.opts.heartbeat_stale_ms;
         if !self.opts.injected() {
-            let (verdict, evidence) = enhanced_judgement(record, owners, wall_clock_ms(), stale_ms);
+            let (verdict, evidence) =
+                enhanced_judgement(record, owners, wall_clock_ms(), stale_ms, &self.probes);
             return Ok((verdict, evidence.as_str()));
         }
         // The original evaluates now() before it asks the resolver.

@@ -24,7 +24,7 @@ use workspace_lock_core::process_probe::start_time_of;
 use workspace_lock_core::protocol::reclaim_stale;
 
 fn lock_path_of(cwd: &str) -> JsResult<PathBuf> {
-    let ctx = PathContext::from_process()?;
+    let ctx = PathContext::for_cwd(cwd)?;
     Ok(core_lock_path(cwd, &ctx)?)
 }
 
@@ -60,10 +60,7 @@ fn run_judged<'env>(
     run_sync(env, |raw| {
         let subject = options::require_string(raw, subject.raw(), what)?;
         let opts = options::judge_options(raw, opts.map(|o| o.raw()))?;
-        let judge = judge::Judge {
-            env: raw,
-            opts: &opts,
-        };
+        let judge = judge::Judge::new(raw, &opts);
         body(raw, subject, &judge)
     })
 }

@@ -9,8 +9,10 @@
 use crate::host::{locality_of, Locality};
 use crate::js_semantics::strict_equals_number;
 use crate::kernel_lock::{HolderSlot, OwnerFile, SlotState};
-use crate::process_probe::{pid_state, start_time_of, PidState};
+use crate::process_probe::{probe_pid, PidProbe, PidState};
 use crate::record::ParsedRecord;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +96,23 @@ impl Evidence {
     }
 }
 
+/// Pid probes remembered for the length of one judging pass (a sweep of many lockfiles of
+/// the same holders looks each pid up once); never kept longer, since pids change.
+#[derive(Debug, Default)]
+pub struct PidProbes {
+    seen: RefCell<HashMap<i32, PidProbe>>,
+}
+
+impl PidProbes {
+    pub fn probe(&self, pid: i32) -> PidProbe {
+        *self
+            .seen
+            .borrow_mut()
+            .entry(pid)
+            .or_insert_with(|| probe_pid(pid))
+    }
+}
+
 /// This package's judge, for the default resolver and clock. `owners` is the locks
 /// directory's owner file if it exists (a holder's kernel lock lives there).
 pub fn enhanced_verdict(
@@ -102,7 +121,14 @@ pub fn enhanced_verdict(
     now: f64,
     heartbeat_stale_ms: f64,
 ) -> Verdict {
-    enhanced_judgement(record, owners, now, heartbeat_stale_ms).0
+    enhanced_judgement(
+        record,
+        owners,
+        now,
+        heartbeat_stale_ms,
+        &PidProbes::default(),
+    )
+    .0
 }
 
 /// `enhanced_verdict`, and what it rests on.
@@ -111,6 +137,7 @@ pub fn enhanced_judgement(
     owners: Option<&OwnerFile>,
     now: f64,
     heartbeat_stale_ms: f64,
+    probes: &PidProbes,
 ) -> (Verdict, Evidence) {
     let heartbeat = record.heartbeat();
     if heartbeat.is_nan() {
@@ -137,11 +164,12 @@ pub fn enhanced_judgement(
         (_, Locality::SamePidNamespace) => {
             if let Some(pid) = record.probeable_pid() {
                 evidence = Evidence::Pid;
-                if pid_state(pid) == PidState::Dead {
+                let probe = probes.probe(pid);
+                if probe.state == PidState::Dead {
                     return (Verdict::Stale(StaleReason::HolderDead), evidence);
                 }
                 if record.start_time().is_some() {
-                    if let Some(current) = start_time_of(&pid.to_string()) {
+                    if let Some(current) = probe.start_time {
                         if !strict_equals_number(record.start_time(), current) {
                             return (Verdict::Stale(StaleReason::PidRecycled), evidence);
                         }
@@ -165,6 +193,7 @@ mod tests {
     use super::*;
     use crate::host::host_identity;
     use crate::kernel_lock::OwnerFile;
+    use crate::process_probe::start_time_of;
     use crate::test_support::TempDir;
 
     fn rec(json: &str) -> ParsedRecord {

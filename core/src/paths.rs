@@ -47,15 +47,27 @@ impl PathContext {
     /// From the real process: std::env::current_dir(), $HOME / passwd, $TMPDIR/$TMP/$TEMP//tmp.
     /// home and tmp here are the path.resolve()d values (not yet realpath'd).
     pub fn from_process() -> Result<PathContext, LockError> {
-        // Node's process.cwd() fails the same way (getcwd of a removed directory); it names
-        // the call `uv_cwd` and has no path.
-        let cwd =
-            std::env::current_dir().map_err(|e| LockError::io(&e, "uv_cwd", Path::new("")))?;
-        // Node hands JS a UTF-8 decoded string; invalid bytes become U+FFFD there too.
-        let process_cwd = PathBuf::from(lossy(cwd.as_os_str()));
+        Self::for_cwd("")
+    }
+
+    /// `from_process` for resolving `cwd`: the process's working directory is only read
+    /// when something (`cwd`, `$HOME`, the temp dir) is relative.
+    pub fn for_cwd(cwd: &str) -> Result<PathContext, LockError> {
         let getenv = |name: &str| std::env::var_os(name);
         let home = node_homedir(getenv)?;
         let tmp = node_tmpdir(getenv, secure_exec());
+        let relative = |p: &str| !p.starts_with('/');
+        let process_cwd = if relative(cwd) || relative(&home) || relative(&tmp) {
+            // Node's process.cwd() fails the same way (getcwd of a removed directory); it
+            // names the call `uv_cwd` and has no path.
+            let dir =
+                std::env::current_dir().map_err(|e| LockError::io(&e, "uv_cwd", Path::new("")))?;
+            // Node hands JS a UTF-8 decoded string; invalid bytes become U+FFFD there too.
+            PathBuf::from(lossy(dir.as_os_str()))
+        } else {
+            // Not consulted: every path at hand is absolute.
+            PathBuf::from("/")
+        };
         Ok(PathContext {
             home: resolve_lexical(&process_cwd, &home),
             tmp: resolve_lexical(&process_cwd, &tmp),

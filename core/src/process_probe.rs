@@ -11,8 +11,11 @@ struct ProcStat {
 }
 
 fn read_proc_stat(pid: &str) -> Option<ProcStat> {
-    let stat = fs::read(format!("/proc/{pid}/stat")).ok()?;
-    let stat = String::from_utf8_lossy(&stat);
+    // One read: /proc reports size 0, so a growing read_to_end would take several.
+    let mut buf = [0u8; 1024];
+    let mut file = fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let len = std::io::Read::read(&mut file, &mut buf).ok()?;
+    let stat = String::from_utf8_lossy(&buf[..len]);
     // The command name may hold spaces and parentheses; fields resume after the last ')'.
     let after_comm = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
@@ -55,20 +58,51 @@ pub enum PidState {
     Dead,
 }
 
-/// `kill(pid, 0)`, with zombies counted as dead.
-pub fn pid_state(pid: i32) -> PidState {
+/// What a pid is, from one look: alive or dead, and its start time (as
+/// `defaultStartTimeResolver` gives it) when `/proc` has it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PidProbe {
+    pub state: PidState,
+    pub start_time: Option<f64>,
+}
+
+/// One read of `/proc/<pid>/stat` (zombies count as dead); `kill(pid, 0)` only where
+/// `/proc` says nothing.
+pub fn probe_pid(pid: i32) -> PidProbe {
     if pid <= 0 {
-        return PidState::Dead;
+        return PidProbe {
+            state: PidState::Dead,
+            start_time: None,
+        };
+    }
+    if let Some(stat) = read_proc_stat(&pid.to_string()) {
+        let dead = stat.state == 'Z' || stat.state == 'X';
+        let ticks = stat.start_ticks;
+        return PidProbe {
+            state: if dead {
+                PidState::Dead
+            } else {
+                PidState::Alive
+            },
+            start_time: ticks.is_finite().then(|| (ticks * 10.0).floor()),
+        };
     }
     // SAFETY: signal 0 only checks for existence and permission; it sends nothing.
     let rc = unsafe { libc::kill(pid, 0) };
-    if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
-        return PidState::Dead;
+    let gone = rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    PidProbe {
+        state: if gone {
+            PidState::Dead
+        } else {
+            PidState::Alive
+        },
+        start_time: None,
     }
-    match read_proc_stat(&pid.to_string()) {
-        Some(stat) if stat.state == 'Z' || stat.state == 'X' => PidState::Dead,
-        _ => PidState::Alive,
-    }
+}
+
+/// `kill(pid, 0)`, with zombies counted as dead.
+pub fn pid_state(pid: i32) -> PidState {
+    probe_pid(pid).state
 }
 
 #[cfg(test)]
@@ -90,6 +124,16 @@ mod tests {
         assert_eq!(start_time_of("self"), None);
         assert_eq!(start_time_of(""), None);
         assert_eq!(start_time_of("1.5"), None);
+    }
+
+    #[test]
+    fn one_probe_gives_state_and_start_time() {
+        let me = std::process::id();
+        let probe = probe_pid(me as i32);
+        assert_eq!(probe.state, PidState::Alive);
+        assert_eq!(probe.start_time, start_time_of(&me.to_string()));
+        assert_eq!(probe_pid(999_999_999).state, PidState::Dead);
+        assert_eq!(probe_pid(999_999_999).start_time, None);
     }
 
     #[test]
