@@ -131,6 +131,17 @@ describe('the handle', () => {
     h.release()
   })
 
+  it('has accessors that are safe on any object they are borrowed onto', async () => {
+    const cwd = workspace()
+    const h = await lock.acquireWorkspaceLock(cwd, 'g')
+    const get = (name) => Object.getOwnPropertyDescriptor(h, name).get
+    assert.equal(Object.getOwnPropertyDescriptor(h, 'compromised').enumerable, false)
+    assert.equal(get('compromised').call({}), false)
+    assert.equal(get('compromisedReason').call({}), undefined)
+    assert.equal(get('reclaimed').call(undefined), undefined)
+    h.release()
+  })
+
   it('release works detached, is idempotent and never throws', async () => {
     const cwd = workspace()
     const { release, lockPath } = await lock.acquireWorkspaceLock(cwd, 'g')

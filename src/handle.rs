@@ -4,7 +4,7 @@
 //! `reclaimed` and `Symbol.dispose`. Held locks of an env are released when that env is torn down
 //! (process exit, worker termination).
 
-use crate::js::{self, Env, JsResult, JsValue};
+use crate::js::{self, Env, JsRef, JsResult, JsValue};
 use napi::bindgen_prelude::*;
 use napi::sys;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
@@ -75,10 +75,19 @@ pub fn make_handle(env: Env, fields: &HandleFields<'_>, held: Arc<HeldLock>) -> 
         .start_time
         .map_or_else(|| js::undefined(env), |st| js::number(env, st));
     js::set_named(env, obj, "startTime", start_time)?;
-    let release = release_function(env, held.clone())?;
-    js::set_named(env, obj, "release", release)?;
-    let reclaimed = reclaimed_value(env, fields.reclaimed)?;
-    define_extras(env, obj, held, release, reclaimed)?;
+    js::set_named(env, obj, "release", release_function(env, held.clone())?)?;
+    let state = HandleState {
+        held,
+        reclaimed: fields.reclaimed.cloned(),
+    };
+    attach_state(env, obj, state)?;
+    let (define_properties, descriptors) = extras(env)?;
+    js::call(
+        env,
+        define_properties,
+        js::undefined(env),
+        &[obj, descriptors],
+    )?;
     Ok(obj)
 }
 
@@ -95,124 +104,172 @@ fn release_function(env: Env, held: Arc<HeldLock>) -> JsResult<JsValue> {
     Ok(f.raw())
 }
 
-extern "C" fn get_compromised(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    match held_of(env, info) {
-        Some(held) => js::boolean(env, held.lost().is_some()),
-        None => js::boolean(env, false),
-    }
-}
-
-extern "C" fn get_compromised_reason(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    match held_of(env, info).and_then(|h| h.lost()) {
-        Some(reason) => js::string(env, &reason),
-        None => js::undefined(env),
-    }
-}
-
-fn held_of<'a>(env: sys::napi_env, info: sys::napi_callback_info) -> Option<&'a Arc<HeldLock>> {
-    let mut data: *mut c_void = ptr::null_mut();
-    let mut argc = 0usize;
-    // SAFETY: info is this callback's info; we ask for no arguments, only the data pointer.
-    let status = unsafe {
-        sys::napi_get_cb_info(
-            env,
-            info,
-            &mut argc,
-            ptr::null_mut(),
-            ptr::null_mut(),
-            &mut data,
-        )
-    };
-    if status != sys::Status::napi_ok || data.is_null() {
-        return None;
-    }
-    // SAFETY: data is the Box<Arc<HeldLock>> attached in define_extras, freed only by the
-    // handle object's finalizer, after which no getter of that object can run.
-    Some(unsafe { &*(data as *const Arc<HeldLock>) })
-}
-
-unsafe extern "C" fn free_held(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
-    // SAFETY: data came from Box::into_raw in define_extras and is freed exactly once.
-    drop(unsafe { Box::from_raw(data as *mut Arc<HeldLock>) });
-}
-
-fn define_extras(
-    env: Env,
-    obj: JsValue,
+/// What a handle carries natively, wrapped onto the handle object (`napi_wrap`) and freed
+/// with it; the shared accessors below find it through `this`.
+struct HandleState {
     held: Arc<HeldLock>,
-    release: JsValue,
-    reclaimed: JsValue,
-) -> JsResult<()> {
-    let data = Box::into_raw(Box::new(held)) as *mut c_void;
+    reclaimed: Option<Reclaim>,
+}
+
+unsafe extern "C" fn free_state(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // SAFETY: data came from Box::into_raw in attach_state and is freed exactly once.
+    drop(unsafe { Box::from_raw(data as *mut HandleState) });
+}
+
+fn attach_state(env: Env, obj: JsValue, state: HandleState) -> JsResult<()> {
+    let data = Box::into_raw(Box::new(state)) as *mut c_void;
     // SAFETY: obj is a fresh object; the finalizer frees data when obj is collected.
     let status = unsafe {
-        sys::napi_add_finalizer(
+        sys::napi_wrap(
             env,
             obj,
             data,
-            Some(free_held),
+            Some(free_state),
             ptr::null_mut(),
             ptr::null_mut(),
         )
     };
     if status != sys::Status::napi_ok {
         // SAFETY: not attached, so still ours to free.
-        unsafe { free_held(env, data, ptr::null_mut()) };
+        unsafe { free_state(env, data, ptr::null_mut()) };
         return Err(js::type_error("could not attach the handle's state"));
     }
-    let getter =
-        |name: &'static std::ffi::CStr, cb: sys::napi_callback| sys::napi_property_descriptor {
-            utf8name: name.as_ptr(),
-            name: ptr::null_mut(),
-            method: None,
-            getter: cb,
-            setter: None,
-            value: ptr::null_mut(),
-            attributes: sys::PropertyAttributes::default,
-            data,
-        };
-    let mut props = vec![
-        getter(c"compromised", Some(get_compromised)),
-        getter(c"compromisedReason", Some(get_compromised_reason)),
-        sys::napi_property_descriptor {
-            utf8name: c"reclaimed".as_ptr(),
-            name: ptr::null_mut(),
-            method: None,
-            getter: None,
-            setter: None,
-            value: reclaimed,
-            attributes: sys::PropertyAttributes::default,
-            data: ptr::null_mut(),
-        },
-    ];
-    // `using handle = await acquireWorkspaceLock(...)` where the runtime knows Symbol.dispose.
-    let symbol = js::global(env);
-    let symbol = js::get_named(env, symbol, "Symbol")?;
-    let dispose = js::get_named(env, symbol, "dispose")?;
-    if js::type_of(env, dispose) == sys::ValueType::napi_symbol {
-        props.push(sys::napi_property_descriptor {
-            utf8name: ptr::null(),
-            name: dispose,
-            method: None,
-            getter: None,
-            setter: None,
-            value: release,
-            attributes: sys::PropertyAttributes::default,
-            data: ptr::null_mut(),
-        });
-    }
-    // SAFETY: descriptors are valid for the call; names are NUL-terminated statics.
-    let status = unsafe { sys::napi_define_properties(env, obj, props.len(), props.as_ptr()) };
-    if status != sys::Status::napi_ok {
-        return Err(js::type_error("could not define the handle's properties"));
-    }
     Ok(())
+}
+
+/// The state of the handle a shared accessor was called on.
+fn state_of<'a>(env: sys::napi_env, info: sys::napi_callback_info) -> Option<&'a HandleState> {
+    let mut this = ptr::null_mut();
+    let mut argc = 0usize;
+    // SAFETY: info is this callback's info; we ask for `this` only.
+    let status = unsafe {
+        sys::napi_get_cb_info(
+            env,
+            info,
+            &mut argc,
+            ptr::null_mut(),
+            &mut this,
+            ptr::null_mut(),
+        )
+    };
+    if status != sys::Status::napi_ok || this.is_null() {
+        return None;
+    }
+    let mut data: *mut c_void = ptr::null_mut();
+    // SAFETY: unwrap fails (and leaves data null) on objects we did not wrap.
+    let status = unsafe { sys::napi_unwrap(env, this, &mut data) };
+    if status != sys::Status::napi_ok || data.is_null() {
+        // Not one of our handles (a getter borrowed onto another object): clear the error.
+        let mut exc = ptr::null_mut();
+        // SAFETY: clearing a possibly pending exception on a live env.
+        unsafe { sys::napi_get_and_clear_last_exception(env, &mut exc) };
+        return None;
+    }
+    // SAFETY: data is the HandleState wrapped in attach_state, alive while `this` is.
+    Some(unsafe { &*(data as *const HandleState) })
+}
+
+extern "C" fn get_compromised(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    let lost = state_of(env, info).is_some_and(|s| s.held.lost().is_some());
+    js::boolean(env, lost)
+}
+
+extern "C" fn get_compromised_reason(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    match state_of(env, info).and_then(|s| s.held.lost()) {
+        Some(reason) => js::string(env, &reason),
+        None => js::undefined(env),
+    }
+}
+
+extern "C" fn get_reclaimed(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    let reclaimed = state_of(env, info).and_then(|s| s.reclaimed.as_ref());
+    reclaimed_value(env, reclaimed).unwrap_or_else(|_| js::undefined(env))
+}
+
+extern "C" fn dispose(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    if let Some(state) = state_of(env, info) {
+        state.held.release();
+        forget_held(&state.held);
+    }
+    js::undefined(env)
+}
+
+thread_local! {
+    /// `Object.defineProperties` and the descriptors of the non-enumerable extras, made
+    /// once per JS thread: defining accessors per handle would build new functions each time.
+    static EXTRAS: RefCell<Option<(JsRef, JsRef)>> = const { RefCell::new(None) };
+}
+
+fn native_function(env: Env, name: &str, cb: sys::napi_callback) -> JsResult<JsValue> {
+    let mut f = ptr::null_mut();
+    // SAFETY: a plain C callback with no data.
+    let status = unsafe {
+        sys::napi_create_function(
+            env,
+            name.as_ptr().cast(),
+            name.len() as isize,
+            cb,
+            ptr::null_mut(),
+            &mut f,
+        )
+    };
+    if status != sys::Status::napi_ok {
+        return Err(js::type_error("could not create a function"));
+    }
+    Ok(f)
+}
+
+fn extras(env: Env) -> JsResult<(JsValue, JsValue)> {
+    if let Some(cached) = EXTRAS.with(|e| e.borrow().as_ref().map(|(d, x)| (d.get(), x.get()))) {
+        return Ok(cached);
+    }
+    let object_ctor = js::get_named(env, js::global(env), "Object")?;
+    let define_properties = js::get_named(env, object_ctor, "defineProperties")?;
+    let descriptors = js::object(env);
+    let accessors: [(&str, sys::napi_callback); 3] = [
+        ("compromised", Some(get_compromised)),
+        ("compromisedReason", Some(get_compromised_reason)),
+        ("reclaimed", Some(get_reclaimed)),
+    ];
+    for (name, cb) in accessors {
+        let d = js::object(env);
+        js::set_named(env, d, "get", native_function(env, name, cb)?)?;
+        js::set_named(env, descriptors, name, d)?;
+    }
+    // `using handle = await acquireWorkspaceLock(...)` where the runtime knows Symbol.dispose.
+    let symbol = js::get_named(env, js::global(env), "Symbol")?;
+    let dispose_key = js::get_named(env, symbol, "dispose")?;
+    if js::type_of(env, dispose_key) == sys::ValueType::napi_symbol {
+        let d = js::object(env);
+        js::set_named(
+            env,
+            d,
+            "value",
+            native_function(env, "dispose", Some(dispose))?,
+        )?;
+        // SAFETY: descriptors is an object of env, the key a symbol.
+        unsafe { sys::napi_set_property(env, descriptors, dispose_key, d) };
+    }
+    let cached = (
+        JsRef::new(env, define_properties)?,
+        JsRef::new(env, descriptors)?,
+    );
+    EXTRAS.with(|e| *e.borrow_mut() = Some(cached));
+    Ok((define_properties, descriptors))
+}
+
+/// Env teardown: the cached references die with the engine.
+pub fn forget_cached() {
+    if let Some((a, b)) = EXTRAS.with(|e| e.borrow_mut().take()) {
+        a.forget();
+        b.forget();
+    }
 }
 
 /// A callback for the heartbeat thread that calls `onCompromised(error)` on the JS thread

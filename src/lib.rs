@@ -78,6 +78,7 @@ fn ensure_env_cleanup(env: sys::napi_env) {
     unsafe extern "C" fn cleanup(_arg: *mut std::ffi::c_void) {
         acquire::abandon_all_pending();
         handle::release_all_held();
+        handle::forget_cached();
         workspace_lock_core::lockfile_io::drop_spares();
         CLEANUP_REGISTERED.with(|c| c.set(false));
     }

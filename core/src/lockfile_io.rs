@@ -205,6 +205,8 @@ fn write_temp(target: &LockTarget, bytes: &[u8]) -> Result<PathBuf, LockError> {
 struct Spare {
     file: File,
     path: PathBuf,
+    /// Its size, as last seen: only a shorter record needs a truncate.
+    len: u64,
 }
 
 /// Spares kept per lock path in this process (a bounded handful).
@@ -229,14 +231,17 @@ impl Spare {
             .mode(0o644)
             .open(&path)
             .map_err(|e| LockError::io(&e, "open", &path))?;
-        Ok(Spare { file, path })
+        Ok(Spare { file, path, len: 0 })
     }
 
     /// Taken out of the pool (so no other thread can use it) if nothing else links it.
     fn take(target: &LockTarget) -> Option<Spare> {
-        let spare = spares().remove(&target.path)?;
+        let mut spare = spares().remove(&target.path)?;
         match spare.file.metadata() {
-            Ok(meta) if meta.nlink() == 1 => Some(spare),
+            Ok(meta) if meta.nlink() == 1 => {
+                spare.len = meta.len();
+                Some(spare)
+            }
             // Swept by someone (0 links) or still linked somewhere (2+): not reusable.
             _ => {
                 spare.discard();
@@ -265,7 +270,10 @@ impl Spare {
 
     fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
         self.file.write_all_at(bytes, 0)?;
-        self.file.set_len(bytes.len() as u64)
+        if (bytes.len() as u64) < self.len {
+            self.file.set_len(bytes.len() as u64)?;
+        }
+        Ok(())
     }
 }
 
