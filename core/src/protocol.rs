@@ -214,7 +214,9 @@ fn publish_if_unchanged(
     slot: Option<HolderSlot>,
     bytes: &str,
 ) -> Result<bool, LockError> {
-    if !observe(&target.path)?.same_as(seen) || !evict_if_present(target, seen)? {
+    // No need to look again: evict() compares what it moved aside with what was judged,
+    // and link() refuses if anything appeared where nothing was.
+    if !evict_if_present(target, seen)? {
         return Ok(false);
     }
     if let Some(slot) = slot {
@@ -384,8 +386,7 @@ pub fn reclaim_stale<E: From<LockError>>(
                 let Ok(_mutex) = MutexGuard::lock(owners, &target) else {
                     continue;
                 };
-                matches!(observe(&target.path), Ok(now) if now.same_as(&seen))
-                    && matches!(evict(&target, &seen), Ok(Eviction::Removed))
+                matches!(evict(&target, &seen), Ok(Eviction::Removed))
             }
             None => matches!(evict(&target, &seen), Ok(Eviction::Removed)),
         };
