@@ -359,8 +359,8 @@ function reading(R) {
     p.push(
       `**reclaimStaleLocks** (${parts.join('; ')}). Each stale lock costs the package more than an unlink: it is ` +
         `judged, renamed aside under the kernel mutex, compared and only then deleted, so that a record written ` +
-        `meanwhile by another process is never lost; the floor just unlinks. For live locks, each record's pid is ` +
-        `checked (kill and /proc/<pid>/stat) for every lockfile, where the floor reads /proc once per distinct pid` +
+        `meanwhile by another process is never lost; the floor just unlinks. For live locks, both read each ` +
+        `record and look each distinct pid up once in /proc (per sweep), so the package is close to the floor` +
         `${sysReclaim(r)}. proper-lockfile and lockfile have no directory ` +
         `sweep (¹): they break a stale lock only when someone tries to take that very lock.`,
     )
