@@ -40,7 +40,7 @@ describe('original and native processes side by side', () => {
     let kills = 0
     const natives = new Set()
     const spawnNative = () => {
-      const c = startChild('native-cycler.mjs', [cwd, witness, counter, '100000'], { timeoutMs: 110_000 })
+      const c = startChild('native-cycler.mjs', [cwd, witness, counter, '100000', '4'], { timeoutMs: 110_000 })
       natives.add(c)
       return c
     }
@@ -57,6 +57,10 @@ describe('original and native processes side by side', () => {
       kills++
       spawnNative()
     }
+    // Natives keep running until the original-style processes are done: a native killed
+    // while holding is reclaimed at once by the other natives, whereas the original would
+    // wait out the 60 s heartbeat.
+    await legacyDone
     for (const n of natives) n.kill('SIGKILL')
     await Promise.all([...natives].map((n) => n.exited))
     const results = await legacyDone
