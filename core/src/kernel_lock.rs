@@ -15,6 +15,8 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 pub const OWNER_FILE_NAME: &str = ".owners";
 const HOLDER_RANGE_START: u64 = 1 << 48;
@@ -32,8 +34,14 @@ pub struct OwnerFile {
 pub struct HolderSlot(pub u64);
 
 impl HolderSlot {
+    /// A byte no other holder uses: a per-process random seed (one getrandom per process)
+    /// stepped by a counter and mixed (splitmix64), so every claim gets a fresh value.
     pub fn random() -> HolderSlot {
-        HolderSlot(HOLDER_RANGE_START + random_u64() % HOLDER_RANGE_LEN)
+        static SEED: OnceLock<u64> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let seed = *SEED.get_or_init(random_u64);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        HolderSlot(HOLDER_RANGE_START + splitmix64(seed.wrapping_add(n)) % HOLDER_RANGE_LEN)
     }
 
     pub fn is_valid(offset: u64) -> bool {
@@ -166,6 +174,14 @@ fn flock_for(kind: i32, offset: u64) -> libc::flock {
     fl
 }
 
+/// The splitmix64 finaliser: distinct inputs give well-spread, distinct-looking outputs.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// A random u64 from the kernel (falling back to time and pid mixing if that fails).
 pub fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
@@ -209,6 +225,14 @@ mod tests {
         assert!(b.try_hold(HolderSlot(slot.0 ^ 1)).unwrap());
         drop(a); // the kernel drops the lock with the open file description
         assert_eq!(b.probe(slot.0).unwrap(), SlotState::Free);
+    }
+
+    #[test]
+    fn holder_bytes_differ_from_claim_to_claim() {
+        let slots: std::collections::HashSet<u64> =
+            (0..10_000).map(|_| HolderSlot::random().0).collect();
+        assert_eq!(slots.len(), 10_000);
+        assert!(slots.iter().all(|s| HolderSlot::is_valid(*s)));
     }
 
     #[test]

@@ -288,8 +288,15 @@ fn node_tmpdir(getenv: impl Fn(&str) -> Option<OsString>, secure: bool) -> Strin
     dir
 }
 
-/// Node's safeGetenv refuses the environment when the process runs with elevated credentials.
+/// Node's safeGetenv refuses the environment when the process runs with elevated
+/// credentials. Decided once per process (Node reads AT_SECURE once too): only a process
+/// that changes its uid at run time could tell the difference.
 fn secure_exec() -> bool {
+    static SECURE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SECURE.get_or_init(read_secure_exec)
+}
+
+fn read_secure_exec() -> bool {
     // SAFETY: these calls take no arguments, touch no memory and cannot fail.
     let elevated =
         unsafe { libc::getuid() != libc::geteuid() || libc::getgid() != libc::getegid() };
