@@ -267,9 +267,8 @@ fn begin_waiting(
         id
     });
     let napi_env = napi::Env::from_raw(env);
-    let base = napi_env
-        .create_function_from_closure::<(), (), _>("workspaceLockRetry", |_ctx| Ok(()))
-        .map_err(|e| js::type_error(e.reason.clone()))?;
+    let base =
+        napi_env.create_function_from_closure::<(), (), _>("workspaceLockRetry", |_ctx| Ok(()))?;
     // Keeps the event loop alive while waiting, as the original's timer does.
     let retry: RetryFn = base
         .build_threadsafe_function::<u64>()
@@ -277,16 +276,16 @@ fn begin_waiting(
         .build_callback(move |ctx| {
             retry(ctx.env.raw(), ctx.value);
             Ok(())
-        })
-        .map_err(|e| js::type_error(e.reason.clone()))?;
+        })?;
     let abort_listener = match callbacks.signal {
         Some(signal) => {
-            let listener = napi_env
-                .create_function_from_closure::<(), (), _>("onWorkspaceLockAbort", move |ctx| {
+            let listener = napi_env.create_function_from_closure::<(), (), _>(
+                "onWorkspaceLockAbort",
+                move |ctx| {
                     abort(ctx.env.raw(), id);
                     Ok(())
-                })
-                .map_err(|e| js::type_error(e.reason.clone()))?;
+                },
+            )?;
             let add = js::get_named(env, signal, "addEventListener")?;
             js::call(
                 env,

@@ -94,13 +94,11 @@ pub fn make_handle(env: Env, fields: &HandleFields<'_>, held: Arc<HeldLock>) -> 
 /// `release()`: never throws, idempotent, works detached from the handle.
 fn release_function(env: Env, held: Arc<HeldLock>) -> JsResult<JsValue> {
     let napi_env = napi::Env::from_raw(env);
-    let f = napi_env
-        .create_function_from_closure::<(), (), _>("release", move |_ctx| {
-            held.release();
-            forget_held(&held);
-            Ok(())
-        })
-        .map_err(|e| js::type_error(e.reason.clone()))?;
+    let f = napi_env.create_function_from_closure::<(), (), _>("release", move |_ctx| {
+        held.release();
+        forget_held(&held);
+        Ok(())
+    })?;
     Ok(f.raw())
 }
 
@@ -282,8 +280,7 @@ pub fn lost_notifier(
 ) -> JsResult<LostCallback> {
     // SAFETY: callback is a live function value of env (checked by the options parser).
     let function: Function<'_, Unknown<'static>, Unknown<'static>> =
-        unsafe { Function::from_napi_value(env, callback) }
-            .map_err(|e| js::type_error(e.reason.clone()))?;
+        unsafe { Function::from_napi_value(env, callback) }?;
     let prefix = format!("workspace lock compromised for goal {goal_id} (cwd={cwd}): ");
     let tsfn = function
         .build_threadsafe_function::<String>()
@@ -296,8 +293,7 @@ pub fn lost_notifier(
             let _ = js::set_named(raw, err, "code", js::string(raw, "ECOMPROMISED"));
             // SAFETY: err is a live value of this env during the call.
             Ok(unsafe { Unknown::from_raw_unchecked(raw, err) })
-        })
-        .map_err(|e| js::type_error(e.reason.clone()))?;
+        })?;
     let tsfn = Arc::new(tsfn);
     Ok(Box::new(move |reason: &str| {
         tsfn.call(reason.to_string(), ThreadsafeFunctionCallMode::NonBlocking);

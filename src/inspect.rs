@@ -8,7 +8,6 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use workspace_lock_core::js_semantics::node_path_join;
-use workspace_lock_core::kernel_lock::OwnerFile;
 use workspace_lock_core::liveness::Verdict;
 use workspace_lock_core::lockfile_io::{observe, Observed};
 use workspace_lock_core::protocol::unreadable_grace;
@@ -56,9 +55,7 @@ pub fn inspect_path(
         } => {
             let fields = serde_json::Value::Object(record.fields().clone());
             js::set_named(env, obj, "record", js::from_json(env, Some(&fields))?)?;
-            let owners = path
-                .parent()
-                .and_then(|dir| OwnerFile::open(dir, false).ok().flatten());
+            let owners = judge.owner_file(path);
             let (verdict, evidence) = judge.judgement(record, owners.as_ref())?;
             let heartbeat = record.heartbeat();
             if heartbeat.is_finite() {

@@ -23,6 +23,14 @@ impl From<LockError> for Fail {
     }
 }
 
+/// A failure of napi-rs itself (creating a function or a threadsafe function): reported as a
+/// `TypeError` with napi-rs's reason.
+impl From<napi::Error> for Fail {
+    fn from(e: napi::Error) -> Self {
+        Fail::Lock(LockError::Type(e.reason.clone()))
+    }
+}
+
 pub type JsResult<T> = Result<T, Fail>;
 
 pub fn type_error(msg: impl Into<String>) -> Fail {

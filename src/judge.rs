@@ -4,6 +4,7 @@
 
 use crate::js::{self, Env, JsResult};
 use crate::options::JudgeOptions;
+use std::path::Path;
 use workspace_lock_core::held_lock::wall_clock_ms;
 use workspace_lock_core::js_semantics::template_string;
 use workspace_lock_core::kernel_lock::OwnerFile;
@@ -57,6 +58,15 @@ impl<'a> Judge<'a> {
                 js::type_name(self.env, v)
             ))),
         }
+    }
+
+    /// The owner file a judgement of `lock_path`'s record consults: that of its directory,
+    /// if it exists, for the default judge; none for an injected one, which never reads it.
+    pub fn owner_file(&self, lock_path: &Path) -> Option<OwnerFile> {
+        if self.opts.injected() {
+            return None;
+        }
+        OwnerFile::open(lock_path.parent()?, false).ok().flatten()
     }
 
     pub fn verdict(&self, record: &ParsedRecord, owners: Option<&OwnerFile>) -> JsResult<Verdict> {

@@ -97,14 +97,15 @@ fn release_on_process_exit(env: sys::napi_env) -> JsResult<()> {
         return Ok(());
     }
     let napi_env = Env::from_raw(env);
-    let listener = napi_env
-        .create_function_from_closure::<(), (), _>("releaseWorkspaceLocksOnExit", |_ctx| {
+    let listener = napi_env.create_function_from_closure::<(), (), _>(
+        "releaseWorkspaceLocksOnExit",
+        |_ctx| {
             acquire::abandon_all_pending();
             handle::release_all_held();
             workspace_lock_core::lockfile_io::drop_spares();
             Ok(())
-        })
-        .map_err(|e| js::type_error(e.reason.clone()))?;
+        },
+    )?;
     js::call(env, on, process, &[js::string(env, "exit"), listener.raw()])?;
     Ok(())
 }
@@ -189,10 +190,7 @@ pub fn is_workspace_busy<'env>(
         else {
             return Ok(js::undefined(raw));
         };
-        let owners = match path.parent() {
-            Some(dir) if !judge.opts.injected() => OwnerFile::open(dir, false).ok().flatten(),
-            _ => None,
-        };
+        let owners = judge.owner_file(&path);
         match judge.verdict(&record, owners.as_ref())? {
             Verdict::Live => js::from_json(raw, record.goal_id()),
             Verdict::Stale(_) | Verdict::Malformed => Ok(js::undefined(raw)),

@@ -93,15 +93,6 @@ impl HeldLock {
         self.state().lost.clone()
     }
 
-    pub fn is_released(&self) -> bool {
-        self.state().released
-    }
-
-    /// The record bytes currently in the lockfile (as we last wrote them).
-    pub fn bytes(&self) -> String {
-        self.state().claim.bytes.clone()
-    }
-
     /// One heartbeat: check the lockfile is ours, refresh it. `false` = stop watching.
     fn beat(&self) -> bool {
         let lost_reason = {

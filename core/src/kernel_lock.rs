@@ -88,10 +88,6 @@ impl OwnerFile {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Blocks until the per-name mutex is ours. Held for microseconds by other processes;
     /// the kernel frees it if one of them dies inside.
     pub fn lock_mutex(&self, offset: u64) -> Result<(), LockError> {
@@ -146,6 +142,26 @@ impl OwnerFile {
                 Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
                 _ => return Err(LockError::io(&err, "fcntl", &self.path)),
             }
+        }
+    }
+}
+
+/// Blocks until nobody holds the byte at `offset` of `owner_file` (its holder released it
+/// or died), then lets go of it. A read lock, so many watchers can wait side by side; it
+/// returns at once if the file cannot be opened.
+pub fn wait_until_free(owner_file: &Path, offset: u64) {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(owner_file);
+    let Ok(file) = opened else { return };
+    let fl = flock_for(libc::F_RDLCK, offset);
+    // Returning closes the file, which drops the read lock at once.
+    loop {
+        // SAFETY: valid fd and flock struct for the duration of the call.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), F_OFD_SETLKW, &fl) };
+        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
         }
     }
 }

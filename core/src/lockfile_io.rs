@@ -180,16 +180,24 @@ pub fn observe(path: &Path) -> Result<Observed, LockError> {
 /// Bytes read at once from a lockfile: far more than any record.
 const FIRST_READ: usize = 16 * 1024;
 
-/// Writes `bytes` to a fresh temp file beside the lockfile (never following a symlink).
-fn write_temp(target: &LockTarget, bytes: &[u8]) -> Result<PathBuf, LockError> {
-    let temp = target.sibling(CLAIM_SUFFIX);
-    let mut file = OpenOptions::new()
+/// Creates a new file beside the lockfile, named with `suffix` (never following a symlink,
+/// never reusing an existing name).
+fn create_sibling(target: &LockTarget, suffix: &str) -> Result<(File, PathBuf), LockError> {
+    let path = target.sibling(suffix);
+    let file = OpenOptions::new()
+        .read(true)
         .write(true)
         .create_new(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .mode(0o644)
-        .open(&temp)
-        .map_err(|e| LockError::io(&e, "open", &temp))?;
+        .open(&path)
+        .map_err(|e| LockError::io(&e, "open", &path))?;
+    Ok((file, path))
+}
+
+/// Writes `bytes` to a fresh temp file beside the lockfile.
+fn write_temp(target: &LockTarget, bytes: &[u8]) -> Result<PathBuf, LockError> {
+    let (mut file, temp) = create_sibling(target, CLAIM_SUFFIX)?;
     if let Err(e) = file.write_all(bytes) {
         let _ = fs::remove_file(&temp);
         return Err(LockError::io(&e, "write", &temp));
@@ -222,15 +230,7 @@ const MAX_SPARES: usize = 64;
 
 impl Spare {
     fn create(target: &LockTarget) -> Result<Spare, LockError> {
-        let path = target.sibling(SPARE_SUFFIX);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .mode(0o644)
-            .open(&path)
-            .map_err(|e| LockError::io(&e, "open", &path))?;
+        let (file, path) = create_sibling(target, SPARE_SUFFIX)?;
         Ok(Spare { file, path, len: 0 })
     }
 

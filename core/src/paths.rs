@@ -44,14 +44,9 @@ pub struct PathContext {
 }
 
 impl PathContext {
-    /// From the real process: std::env::current_dir(), $HOME / passwd, $TMPDIR/$TMP/$TEMP//tmp.
-    /// home and tmp here are the path.resolve()d values (not yet realpath'd).
-    pub fn from_process() -> Result<PathContext, LockError> {
-        Self::for_cwd("")
-    }
-
-    /// `from_process` for resolving `cwd`: the process's working directory is only read
-    /// when something (`cwd`, `$HOME`, the temp dir) is relative.
+    /// From the real process, for resolving `cwd`: $HOME / passwd, $TMPDIR/$TMP/$TEMP//tmp
+    /// (path.resolve()d, not yet realpath'd), and the process's working directory, which is
+    /// only read when something (`cwd`, `$HOME`, the temp dir) is relative.
     pub fn for_cwd(cwd: &str) -> Result<PathContext, LockError> {
         let getenv = |name: &str| std::env::var_os(name);
         let home = node_homedir(getenv)?;
@@ -181,11 +176,6 @@ pub fn workspace_lock_path(cwd: &str, ctx: &PathContext) -> Result<PathBuf, Lock
     let abs_cwd = resolve_lexical(&ctx.process_cwd, cwd);
     let dir = locks_dir_of(&abs_cwd, ctx)?;
     Ok(node_join(&dir, &format!("{}.lock", cwd_hash(&abs_cwd))))
-}
-
-/// The locks directory `crewRoot/state/workspace-locks` for a cwd (workspace_lock_path's parent).
-pub fn workspace_locks_dir(cwd: &str, ctx: &PathContext) -> Result<PathBuf, LockError> {
-    locks_dir_of(&resolve_lexical(&ctx.process_cwd, cwd), ctx)
 }
 
 fn locks_dir_of(abs_cwd: &Path, ctx: &PathContext) -> Result<PathBuf, LockError> {
@@ -540,8 +530,8 @@ mod tests {
     }
 
     #[test]
-    fn from_process_gives_absolute_paths() {
-        let ctx = PathContext::from_process().expect("context");
+    fn the_process_context_gives_absolute_paths() {
+        let ctx = PathContext::for_cwd("").expect("context");
         for p in [&ctx.process_cwd, &ctx.home, &ctx.tmp] {
             assert!(p.is_absolute(), "{p:?}");
         }
@@ -689,8 +679,6 @@ mod tests {
         let cwd = l.mkdir("home/proj/src");
         let lock = workspace_lock_path(s(&cwd), &l.ctx).expect("lock");
         assert_same(&lock, &expected_lock(&target, &cwd));
-        let dir = workspace_locks_dir(s(&cwd), &l.ctx).expect("dir");
-        assert_same(&dir, lock.parent().expect("parent"));
     }
 
     #[test]

@@ -100,11 +100,6 @@ pub fn probe_pid(pid: i32) -> PidProbe {
     }
 }
 
-/// `kill(pid, 0)`, with zombies counted as dead.
-pub fn pid_state(pid: i32) -> PidState {
-    probe_pid(pid).state
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,16 +133,16 @@ mod tests {
 
     #[test]
     fn pid_state_tells_the_living_from_the_dead() {
-        assert_eq!(pid_state(std::process::id() as i32), PidState::Alive);
-        assert_eq!(pid_state(0), PidState::Dead);
+        assert_eq!(probe_pid(std::process::id() as i32).state, PidState::Alive);
+        assert_eq!(probe_pid(0).state, PidState::Dead);
         let mut child = std::process::Command::new("true")
             .spawn()
             .expect("spawn true");
         let pid = child.id() as i32;
         // Before it is reaped the child is a zombie: dead for our purposes.
         std::thread::sleep(std::time::Duration::from_millis(100));
-        assert_eq!(pid_state(pid), PidState::Dead);
+        assert_eq!(probe_pid(pid).state, PidState::Dead);
         let _ = child.wait();
-        assert_eq!(pid_state(pid), PidState::Dead);
+        assert_eq!(probe_pid(pid).state, PidState::Dead);
     }
 }

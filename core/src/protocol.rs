@@ -91,6 +91,7 @@ fn decide<C: Claimant>(
     target: &LockTarget,
     claimant: &mut C,
     grace: Duration,
+    owners: Option<&OwnerFile>,
 ) -> Result<Decision, C::Error> {
     let judge_unreadable = |seen: &Observed| {
         if seen.age().is_some_and(|age| age < grace) {
@@ -107,16 +108,13 @@ fn decide<C: Claimant>(
         Observed::File {
             record: Some(record),
             ..
-        } => {
-            let owners = OwnerFile::open(&target.dir, false).ok().flatten();
-            match claimant.judge(record, owners.as_ref())? {
-                Verdict::Live => Decision::Busy(Busy {
-                    holder: Some(record.clone()),
-                }),
-                Verdict::Stale(reason) => Decision::Claim(Some(reason)),
-                Verdict::Malformed => judge_unreadable(seen),
-            }
-        }
+        } => match claimant.judge(record, owners)? {
+            Verdict::Live => Decision::Busy(Busy {
+                holder: Some(record.clone()),
+            }),
+            Verdict::Stale(reason) => Decision::Claim(Some(reason)),
+            Verdict::Malformed => judge_unreadable(seen),
+        },
         Observed::File { record: None, .. } | Observed::NotAFile { .. } => judge_unreadable(seen),
     })
 }
@@ -151,7 +149,14 @@ pub fn try_claim<C: Claimant>(
     let mut last_busy = Busy { holder: None };
     for _ in 0..MAX_ROUNDS {
         let seen = observe(&target.path)?;
-        let reclaimed = match decide(&seen, target, claimant, grace)? {
+        // Opened (if it exists) only to judge a record; the claim reuses it.
+        let probe = match &seen {
+            Observed::File {
+                record: Some(_), ..
+            } => OwnerFile::open(&target.dir, false).ok().flatten(),
+            _ => None,
+        };
+        let reclaimed = match decide(&seen, target, claimant, grace, probe.as_ref())? {
             Decision::Busy(busy) => return Ok(ClaimOutcome::Busy(busy)),
             Decision::Claim(reason) => reason.map(|reason| Reclaim {
                 reason,
@@ -161,14 +166,9 @@ pub fn try_claim<C: Claimant>(
                 },
             }),
         };
-        let owners = match OwnerFile::open(&target.dir, true) {
-            Err(LockError::Io(e)) if e.errno == libc::ENOENT => {
-                // The locks directory does not exist yet: make it (as the original does).
-                fs::create_dir_all(&target.dir)
-                    .map_err(|e| LockError::io(&e, "mkdir", &target.dir))?;
-                OwnerFile::open(&target.dir, true)?
-            }
-            other => other?,
+        let owners = match probe {
+            Some(owners) => Some(owners),
+            None => open_for_claim(&target.dir)?,
         };
         let slot = owners.as_ref().map(|_| HolderSlot::random());
         let record = claimant.record(slot)?;
@@ -203,6 +203,18 @@ pub fn try_claim<C: Claimant>(
         }
     }
     Ok(ClaimOutcome::Busy(last_busy))
+}
+
+/// The owner file of `dir`, created if needed, and the directory too (as the original
+/// creates it when it claims).
+fn open_for_claim(dir: &Path) -> Result<Option<OwnerFile>, LockError> {
+    match OwnerFile::open(dir, true) {
+        Err(LockError::Io(e)) if e.errno == libc::ENOENT => {
+            fs::create_dir_all(dir).map_err(|e| LockError::io(&e, "mkdir", dir))?;
+            OwnerFile::open(dir, true)
+        }
+        other => other,
+    }
 }
 
 /// Under the mutex: if the entry is still what was judged, remove it and publish our record
@@ -358,8 +370,10 @@ pub fn reclaim_stale<E: From<LockError>>(
     }
     names.sort_unstable();
     let grace = unreadable_grace(heartbeat_stale_ms);
-    let probe_owners = OwnerFile::open(dir, false).ok().flatten();
-    let mut mutex_owners: Option<Option<OwnerFile>> = None;
+    // One owner file for the whole sweep: to probe holders, then as the mutex. It is
+    // created only if something stale must go and it does not exist yet.
+    let mut owners = OwnerFile::open(dir, false).ok().flatten();
+    let mut create_tried = false;
     let mut reclaimed = Vec::new();
     for name in names {
         let target = LockTarget::new(dir.join(std::ffi::OsStr::from_bytes(&name)));
@@ -371,7 +385,7 @@ pub fn reclaim_stale<E: From<LockError>>(
             Observed::Absent | Observed::Directory => continue,
             Observed::File {
                 record: Some(r), ..
-            } => match judge(r, probe_owners.as_ref())? {
+            } => match judge(r, owners.as_ref())? {
                 Verdict::Live => continue,
                 Verdict::Stale(reason) => reason,
                 Verdict::Malformed if seen.age().is_some_and(|a| a < grace) => continue,
@@ -380,8 +394,11 @@ pub fn reclaim_stale<E: From<LockError>>(
             _ if seen.age().is_some_and(|a| a < grace) => continue,
             _ => StaleReason::Corrupt,
         };
-        let owners = mutex_owners.get_or_insert_with(|| OwnerFile::open(dir, true).ok().flatten());
-        let removed = match owners {
+        if owners.is_none() && !create_tried {
+            create_tried = true;
+            owners = OwnerFile::open(dir, true).ok().flatten();
+        }
+        let removed = match &owners {
             Some(owners) => {
                 let Ok(_mutex) = MutexGuard::lock(owners, &target) else {
                     continue;

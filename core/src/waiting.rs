@@ -189,11 +189,6 @@ pub fn nudge(lock_path: &Path) {
     (w.callback)(WakeReason::Changed);
 }
 
-/// How many waiters are registered (for tests and diagnostics).
-pub fn pending() -> usize {
-    service().lock().waiters.len()
-}
-
 impl Service {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -273,7 +268,7 @@ impl Service {
                     .spawn({
                         let key = key.clone();
                         move || {
-                            wait_for_byte(&key.0, key.1);
+                            crate::kernel_lock::wait_until_free(&key.0, key.1);
                             let mut st = self.lock();
                             st.byte_watchers.remove(&key);
                             st.fired_bytes.push(key);
@@ -469,43 +464,6 @@ fn read_inotify(fd: i32, buf: &mut [u8], entries: &mut Vec<(i32, OsString)>, who
             }
             at += HEADER + name_len;
         }
-    }
-}
-
-/// Blocks until nobody holds the byte (its holder released it or died), then lets go.
-fn wait_for_byte(owner_file: &Path, offset: u64) {
-    let Ok(file) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags_cloexec_nofollow()
-        .open(owner_file)
-    else {
-        return;
-    };
-    // A read lock: many watchers (in many processes) can wait side by side.
-    // SAFETY: flock is plain data; zero is valid (OFD locks require l_pid 0).
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_RDLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = offset as libc::off_t;
-    fl.l_len = 1;
-    loop {
-        // SAFETY: valid fd and flock struct.
-        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLKW, &fl) };
-        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break;
-        }
-    }
-    // Closing the file drops our read lock at once.
-}
-
-trait CloexecNofollow {
-    fn custom_flags_cloexec_nofollow(&mut self) -> &mut Self;
-}
-
-impl CloexecNofollow for std::fs::OpenOptions {
-    fn custom_flags_cloexec_nofollow(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
     }
 }
 
