@@ -1,33 +1,62 @@
 //! The handle `acquireWorkspaceLock` resolves with: a plain object with the original's keys
 //! (`cwd`, `goalId`, `lockPath`, `startTime`, `release`), plus non-enumerable extras that
 //! `Object.keys` and deep equality do not see: `compromised`, `compromisedReason`,
-//! `reclaimed` and `Symbol.dispose`. Held locks of an env are released when that env is torn down
-//! (process exit, worker termination).
+//! `reclaimed` and `Symbol.dispose`.
+//!
+//! The object itself is built in JavaScript by the factory `index.js` registers
+//! (`setHandleFactory`): a literal and closures cost V8 about a microsecond, where building
+//! it through N-API (a native function per handle, `napi_wrap`, a finalizer) cost several.
+//! Natively, a handle is a *lease*: a number naming a held lock in this env's lease table.
+//! Leases still held when the env is torn down (process exit, worker termination) are
+//! released then.
 
 use crate::js::{self, Env, JsRef, JsResult, JsValue};
 use napi::bindgen_prelude::*;
-use napi::sys;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
-use napi::JsValue as _;
-use std::cell::RefCell;
-use std::ffi::c_void;
-use std::ptr;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::sync::Arc;
 use workspace_lock_core::held_lock::{HeldLock, LostCallback};
 use workspace_lock_core::protocol::Reclaim;
 
 thread_local! {
-    /// Locks held through this JS thread's env, released at its teardown.
-    static HELD: RefCell<Vec<Arc<HeldLock>>> = const { RefCell::new(Vec::new()) };
+    /// Locks held through this JS thread's env, by lease number.
+    static LEASES: RefCell<HashMap<u32, Arc<HeldLock>>> = RefCell::new(HashMap::new());
+    static NEXT_LEASE: Cell<u32> = const { Cell::new(1) };
+    /// `makeHandle(lease, cwd, goalId, lockPath, startTime, reclaimed)` from index.js.
+    static FACTORY: RefCell<Option<JsRef>> = const { RefCell::new(None) };
 }
 
-fn forget_held(held: &Arc<HeldLock>) {
-    HELD.with(|h| h.borrow_mut().retain(|x| !Arc::ptr_eq(x, held)));
+/// Registers index.js's handle factory for this env.
+pub fn set_factory(env: Env, factory: JsValue) -> JsResult<()> {
+    if !js::is_function(env, factory) {
+        return Err(js::type_error("the handle factory must be a function"));
+    }
+    let new = JsRef::new(env, factory)?;
+    if let Some(old) = FACTORY.with(|f| f.borrow_mut().replace(new)) {
+        old.forget();
+    }
+    Ok(())
+}
+
+/// Releases a lease (the handle's `release()`): idempotent. Returns why the lock had been
+/// lost before this release, if it had, so the handle can keep reporting it.
+pub fn release_lease(lease: u32) -> Option<String> {
+    let held = LEASES.with(|l| l.borrow_mut().remove(&lease))?;
+    let lost = held.lost();
+    held.release();
+    lost
+}
+
+/// Why a held lease's lock was lost (`None` while it is ours, or once released).
+pub fn lease_lost(lease: u32) -> Option<String> {
+    LEASES.with(|l| l.borrow().get(&lease).and_then(|h| h.lost()))
 }
 
 /// Releases every lock this env still holds (its teardown hook).
 pub fn release_all_held() {
-    let held: Vec<Arc<HeldLock>> = HELD.with(|h| std::mem::take(&mut *h.borrow_mut()));
+    let held: Vec<Arc<HeldLock>> =
+        LEASES.with(|l| l.borrow_mut().drain().map(|(_, h)| h).collect());
     for lock in held {
         lock.release();
     }
@@ -65,208 +94,53 @@ fn reclaimed_value(env: Env, reclaimed: Option<&Reclaim>) -> JsResult<JsValue> {
     Ok(obj)
 }
 
+/// Records `held` as a lease of this env and builds its handle with index.js's factory.
+/// If the handle cannot be built, the lock is released again: nobody could release it.
 pub fn make_handle(env: Env, fields: &HandleFields<'_>, held: Arc<HeldLock>) -> JsResult<JsValue> {
-    HELD.with(|h| h.borrow_mut().push(held.clone()));
-    let obj = js::object(env);
-    js::set_named(env, obj, "cwd", js::string(env, fields.cwd))?;
-    js::set_named(env, obj, "goalId", js::string(env, fields.goal_id))?;
-    js::set_named(env, obj, "lockPath", js::string(env, fields.lock_path))?;
+    let lease = LEASES.with(|l| {
+        let mut leases = l.borrow_mut();
+        // Numbers wrap after 4 billion acquisitions in one env: skip any still held.
+        let mut id = NEXT_LEASE.with(Cell::get);
+        while id == 0 || leases.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        NEXT_LEASE.with(|n| n.set(id.wrapping_add(1)));
+        leases.insert(id, held);
+        id
+    });
+    let built = build_handle(env, lease, fields);
+    if built.is_err() {
+        release_lease(lease);
+    }
+    built
+}
+
+fn build_handle(env: Env, lease: u32, fields: &HandleFields<'_>) -> JsResult<JsValue> {
+    let factory = FACTORY
+        .with(|f| f.borrow().as_ref().map(JsRef::get))
+        .ok_or_else(|| {
+            js::type_error(
+                "pi-crew-workspace-lock: load the package through its main entry (index.js)",
+            )
+        })?;
     let start_time = fields
         .start_time
         .map_or_else(|| js::undefined(env), |st| js::number(env, st));
-    js::set_named(env, obj, "startTime", start_time)?;
-    js::set_named(env, obj, "release", release_function(env, held.clone())?)?;
-    let state = HandleState {
-        held,
-        reclaimed: fields.reclaimed.cloned(),
-    };
-    attach_state(env, obj, state)?;
-    let (define_properties, descriptors) = extras(env)?;
-    js::call(
-        env,
-        define_properties,
-        js::undefined(env),
-        &[obj, descriptors],
-    )?;
-    Ok(obj)
-}
-
-/// `release()`: never throws, idempotent, works detached from the handle.
-fn release_function(env: Env, held: Arc<HeldLock>) -> JsResult<JsValue> {
-    let napi_env = napi::Env::from_raw(env);
-    let f = napi_env.create_function_from_closure::<(), (), _>("release", move |_ctx| {
-        held.release();
-        forget_held(&held);
-        Ok(())
-    })?;
-    Ok(f.raw())
-}
-
-/// What a handle carries natively, wrapped onto the handle object (`napi_wrap`) and freed
-/// with it; the shared accessors below find it through `this`.
-struct HandleState {
-    held: Arc<HeldLock>,
-    reclaimed: Option<Reclaim>,
-}
-
-unsafe extern "C" fn free_state(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
-    // SAFETY: data came from Box::into_raw in attach_state and is freed exactly once.
-    drop(unsafe { Box::from_raw(data as *mut HandleState) });
-}
-
-fn attach_state(env: Env, obj: JsValue, state: HandleState) -> JsResult<()> {
-    let data = Box::into_raw(Box::new(state)) as *mut c_void;
-    // SAFETY: obj is a fresh object; the finalizer frees data when obj is collected.
-    let status = unsafe {
-        sys::napi_wrap(
-            env,
-            obj,
-            data,
-            Some(free_state),
-            ptr::null_mut(),
-            ptr::null_mut(),
-        )
-    };
-    if status != sys::Status::napi_ok {
-        // SAFETY: not attached, so still ours to free.
-        unsafe { free_state(env, data, ptr::null_mut()) };
-        return Err(js::type_error("could not attach the handle's state"));
-    }
-    Ok(())
-}
-
-/// The state of the handle a shared accessor was called on.
-fn state_of<'a>(env: sys::napi_env, info: sys::napi_callback_info) -> Option<&'a HandleState> {
-    let mut this = ptr::null_mut();
-    let mut argc = 0usize;
-    // SAFETY: info is this callback's info; we ask for `this` only.
-    let status = unsafe {
-        sys::napi_get_cb_info(
-            env,
-            info,
-            &mut argc,
-            ptr::null_mut(),
-            &mut this,
-            ptr::null_mut(),
-        )
-    };
-    if status != sys::Status::napi_ok || this.is_null() {
-        return None;
-    }
-    let mut data: *mut c_void = ptr::null_mut();
-    // SAFETY: unwrap fails (and leaves data null) on objects we did not wrap.
-    let status = unsafe { sys::napi_unwrap(env, this, &mut data) };
-    if status != sys::Status::napi_ok || data.is_null() {
-        // Not one of our handles (a getter borrowed onto another object): clear the error.
-        let mut exc = ptr::null_mut();
-        // SAFETY: clearing a possibly pending exception on a live env.
-        unsafe { sys::napi_get_and_clear_last_exception(env, &mut exc) };
-        return None;
-    }
-    // SAFETY: data is the HandleState wrapped in attach_state, alive while `this` is.
-    Some(unsafe { &*(data as *const HandleState) })
-}
-
-extern "C" fn get_compromised(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    let lost = state_of(env, info).is_some_and(|s| s.held.lost().is_some());
-    js::boolean(env, lost)
-}
-
-extern "C" fn get_compromised_reason(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    match state_of(env, info).and_then(|s| s.held.lost()) {
-        Some(reason) => js::string(env, &reason),
-        None => js::undefined(env),
-    }
-}
-
-extern "C" fn get_reclaimed(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    let reclaimed = state_of(env, info).and_then(|s| s.reclaimed.as_ref());
-    reclaimed_value(env, reclaimed).unwrap_or_else(|_| js::undefined(env))
-}
-
-extern "C" fn dispose(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    if let Some(state) = state_of(env, info) {
-        state.held.release();
-        forget_held(&state.held);
-    }
-    js::undefined(env)
-}
-
-thread_local! {
-    /// `Object.defineProperties` and the descriptors of the non-enumerable extras, made
-    /// once per JS thread: defining accessors per handle would build new functions each time.
-    static EXTRAS: RefCell<Option<(JsRef, JsRef)>> = const { RefCell::new(None) };
-}
-
-fn native_function(env: Env, name: &str, cb: sys::napi_callback) -> JsResult<JsValue> {
-    let mut f = ptr::null_mut();
-    // SAFETY: a plain C callback with no data.
-    let status = unsafe {
-        sys::napi_create_function(
-            env,
-            name.as_ptr().cast(),
-            name.len() as isize,
-            cb,
-            ptr::null_mut(),
-            &mut f,
-        )
-    };
-    if status != sys::Status::napi_ok {
-        return Err(js::type_error("could not create a function"));
-    }
-    Ok(f)
-}
-
-fn extras(env: Env) -> JsResult<(JsValue, JsValue)> {
-    if let Some(cached) = EXTRAS.with(|e| e.borrow().as_ref().map(|(d, x)| (d.get(), x.get()))) {
-        return Ok(cached);
-    }
-    let object_ctor = js::get_named(env, js::global(env), "Object")?;
-    let define_properties = js::get_named(env, object_ctor, "defineProperties")?;
-    let descriptors = js::object(env);
-    let accessors: [(&str, sys::napi_callback); 3] = [
-        ("compromised", Some(get_compromised)),
-        ("compromisedReason", Some(get_compromised_reason)),
-        ("reclaimed", Some(get_reclaimed)),
+    let args = [
+        js::number(env, f64::from(lease)),
+        js::string(env, fields.cwd),
+        js::string(env, fields.goal_id),
+        js::string(env, fields.lock_path),
+        start_time,
+        reclaimed_value(env, fields.reclaimed)?,
     ];
-    for (name, cb) in accessors {
-        let d = js::object(env);
-        js::set_named(env, d, "get", native_function(env, name, cb)?)?;
-        js::set_named(env, descriptors, name, d)?;
-    }
-    // `using handle = await acquireWorkspaceLock(...)` where the runtime knows Symbol.dispose.
-    let symbol = js::get_named(env, js::global(env), "Symbol")?;
-    let dispose_key = js::get_named(env, symbol, "dispose")?;
-    if js::type_of(env, dispose_key) == sys::ValueType::napi_symbol {
-        let d = js::object(env);
-        js::set_named(
-            env,
-            d,
-            "value",
-            native_function(env, "dispose", Some(dispose))?,
-        )?;
-        // SAFETY: descriptors is an object of env, the key a symbol.
-        unsafe { sys::napi_set_property(env, descriptors, dispose_key, d) };
-    }
-    let cached = (
-        JsRef::new(env, define_properties)?,
-        JsRef::new(env, descriptors)?,
-    );
-    EXTRAS.with(|e| *e.borrow_mut() = Some(cached));
-    Ok((define_properties, descriptors))
+    js::call(env, factory, js::undefined(env), &args)
 }
 
-/// Env teardown: the cached references die with the engine.
+/// Env teardown: the cached reference dies with the engine.
 pub fn forget_cached() {
-    if let Some((a, b)) = EXTRAS.with(|e| e.borrow_mut().take()) {
-        a.forget();
-        b.forget();
+    if let Some(factory) = FACTORY.with(|f| f.borrow_mut().take()) {
+        factory.forget();
     }
 }
 

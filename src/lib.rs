@@ -258,3 +258,42 @@ pub fn inspect_workspace_locks<'env>(
         inspect::inspect_dir(raw, judge, &dir)
     })
 }
+
+/// Internal, for index.js: registers the function that builds handle objects.
+#[napi(
+    catch_unwind,
+    js_name = "setHandleFactory",
+    ts_args_type = "factory: Function"
+)]
+pub fn set_handle_factory<'env>(env: &'env Env, factory: Unknown<'env>) -> Result<Unknown<'env>> {
+    run_sync(env, |raw| {
+        handle::set_factory(raw, factory.raw())?;
+        Ok(js::undefined(raw))
+    })
+}
+
+/// A lost-lock reason as JavaScript sees it: a string, or `undefined`.
+fn reason_value(raw: sys::napi_env, reason: Option<String>) -> JsResult<sys::napi_value> {
+    Ok(reason.map_or_else(|| js::undefined(raw), |r| js::string(raw, &r)))
+}
+
+/// Internal, for index.js: a handle's `release()`; returns why the lock had been lost
+/// before, if it had.
+#[napi(
+    catch_unwind,
+    js_name = "releaseLease",
+    ts_return_type = "string | undefined"
+)]
+pub fn release_lease<'env>(env: &'env Env, lease: u32) -> Result<Unknown<'env>> {
+    run_sync(env, |raw| reason_value(raw, handle::release_lease(lease)))
+}
+
+/// Internal, for index.js: why a held lease's lock was lost, if it was.
+#[napi(
+    catch_unwind,
+    js_name = "leaseLost",
+    ts_return_type = "string | undefined"
+)]
+pub fn lease_lost<'env>(env: &'env Env, lease: u32) -> Result<Unknown<'env>> {
+    run_sync(env, |raw| reason_value(raw, handle::lease_lost(lease)))
+}
