@@ -4,7 +4,10 @@
 // the benchmark (npm run bench), not to tests.
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { lock, workspace, startChild, sleep } from './helpers.mjs'
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { lock, workspace, startChild, sleep, originalRecord } from './helpers.mjs'
 
 const NO_POLL = 60_000 // so that only notifications can wake a waiter in time
 const ms = (t0) => Number(process.hrtime.bigint() - t0) / 1e6
@@ -34,6 +37,31 @@ describe('waiters wake at once', () => {
     assert.ok(ms(t0) < 1000, `${ms(t0)} ms`)
     w.release()
     holder.kill()
+  })
+})
+
+describe('a claim of the original module still being written', () => {
+  it('is looked at again soon, so its holder is watched and its death wakes the waiter', { timeout: 20_000 }, async (t) => {
+    // The original creates its lockfile empty and writes the record into it afterwards,
+    // which raises no event a waiter watches; the waiter looks again within milliseconds.
+    const cwd = workspace()
+    const child = spawn('sleep', ['30'], { stdio: 'ignore' })
+    t.after(() => child.kill('SIGKILL'))
+    const lockPath = lock.workspaceLockPath(cwd)
+    fs.mkdirSync(path.dirname(lockPath), { recursive: true })
+    fs.writeFileSync(lockPath, '')
+    const waiting = lock.acquireWorkspaceLock(cwd, 'waiter', { pollMs: NO_POLL })
+    await sleep(100)
+    const startTime = lock.defaultStartTimeResolver(child.pid)
+    fs.writeFileSync(lockPath, originalRecord({ pid: child.pid, startTime, goalId: "original" }))
+    await sleep(300)
+    assert.equal(lock.isWorkspaceBusy(cwd), 'original')
+    const t0 = process.hrtime.bigint()
+    child.kill('SIGKILL')
+    const w = await waiting
+    assert.ok(ms(t0) < 2000, `${ms(t0)} ms after the holder's death`)
+    assert.equal(w.reclaimed?.reason, 'holder_dead')
+    w.release()
   })
 })
 

@@ -349,7 +349,11 @@ fn park(mut pending: Pending, id: u64, busy: &Busy) {
         lock_path: pending.request.target.path.clone(),
         holder: holder_watch(&pending.request, busy),
         deadline: Instant::now()
-            .checked_add(pending.request.poll)
+            .checked_add(match busy.holder {
+                Some(_) => pending.request.poll,
+                // An unreadable file only just written: no event tells when it is written.
+                None => pending.request.poll.min(waiting::UNREADABLE_RELOOK),
+            })
             .unwrap_or_else(Instant::now),
         order: pending.order,
     };

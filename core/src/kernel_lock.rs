@@ -34,14 +34,9 @@ pub struct OwnerFile {
 pub struct HolderSlot(pub u64);
 
 impl HolderSlot {
-    /// A byte no other holder uses: a per-process random seed (one getrandom per process)
-    /// stepped by a counter and mixed (splitmix64), so every claim gets a fresh value.
+    /// A byte no other holder uses (see [`unique_u64`]).
     pub fn random() -> HolderSlot {
-        static SEED: OnceLock<u64> = OnceLock::new();
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let seed = *SEED.get_or_init(random_u64);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        HolderSlot(HOLDER_RANGE_START + splitmix64(seed.wrapping_add(n)) % HOLDER_RANGE_LEN)
+        HolderSlot(HOLDER_RANGE_START + unique_u64() % HOLDER_RANGE_LEN)
     }
 
     pub fn is_valid(offset: u64) -> bool {
@@ -196,6 +191,15 @@ fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// A value no other call, here or in another process, is likely to get: a per-process
+/// random seed (one getrandom per process) stepped by a counter and mixed (splitmix64).
+pub fn unique_u64() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(random_u64);
+    splitmix64(seed.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed)))
 }
 
 /// A random u64 from the kernel (falling back to time and pid mixing if that fails).

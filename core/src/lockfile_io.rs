@@ -5,7 +5,7 @@
 //! never end in `.lock`, so no reader of `*.lock` ever sees them.
 
 use crate::error::LockError;
-use crate::kernel_lock::random_u64;
+use crate::kernel_lock::unique_u64;
 use crate::record::ParsedRecord;
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -50,7 +50,7 @@ impl LockTarget {
         let mut name = Vec::with_capacity(stem.len() + 40);
         name.push(b'.');
         name.extend_from_slice(stem);
-        name.extend_from_slice(format!(".{}.{:016x}", std::process::id(), random_u64()).as_bytes());
+        name.extend_from_slice(format!(".{}.{:016x}", std::process::id(), unique_u64()).as_bytes());
         name.extend_from_slice(suffix.as_bytes());
         self.dir.join(OsStr::from_bytes(&name))
     }

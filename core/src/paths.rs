@@ -5,9 +5,15 @@
 //! the crew root is `.crew` (or legacy `.pi/teams`) under it; the lock is
 //! `crewRoot/state/workspace-locks/<hash>.lock`. Unix paths only. Nothing is cached: markers
 //! may appear or vanish between calls.
+//!
+//! Syscalls dominate the cost, so one call saves what it can without changing any answer: a
+//! symlink-free cwd is proven its own realpath by one openat2 (and the folders on its way with
+//! it), names in it are looked up through that handle, and what the walk saw of markers is
+//! reused for `.crew` and `.pi`. None of it outlives the call.
 
-use std::ffi::{CStr, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -95,15 +101,32 @@ pub fn cwd_hash(abs_cwd: &Path) -> String {
 ///
 /// `abs_cwd` must be absolute and normalised (what [`resolve_lexical`] returns).
 pub fn find_repo_root(abs_cwd: &Path, ctx: &PathContext) -> Result<Option<PathBuf>, LockError> {
-    Ok(walk_to_repo_root(abs_cwd, ctx)?.0)
+    Ok(walk_to_repo_root(abs_cwd, ctx)?.root.map(|(root, _)| root))
 }
 
-/// `find_repo_root`, and whether the walk started from a realpath (then every directory
-/// it visits, the root it finds included, is itself a realpath).
-fn walk_to_repo_root(
-    abs_cwd: &Path,
-    ctx: &PathContext,
-) -> Result<(Option<PathBuf>, bool), LockError> {
+/// What one walk learnt, for `crew_root_of` to reuse within the same call.
+struct Walk {
+    /// The repo root, and the index in [`MARKERS`] of the marker that made it one (every
+    /// marker before it was seen absent there).
+    root: Option<(PathBuf, usize)>,
+    /// Where the walk started: realpath(absCwd), or absCwd when that does not exist.
+    start: PathBuf,
+    /// `start` is a realpath; then so is every folder the walk visits.
+    canonical: bool,
+    /// A handle on `start` when the symlink-free check opened one; closed with the walk.
+    start_fd: Option<OwnedFd>,
+    /// `start` was searched for markers and held none.
+    start_bare: bool,
+}
+
+impl Walk {
+    /// `path` for lookups, with the handle on it when it is the start folder.
+    fn dir<'a>(&'a self, path: &'a Path) -> Dir<'a> {
+        dir_at(path, &self.start, self.start_fd.as_ref())
+    }
+}
+
+fn walk_to_repo_root(abs_cwd: &Path, ctx: &PathContext) -> Result<Walk, LockError> {
     let raw = abs_cwd.as_os_str().as_bytes();
     if raw.contains(&0) {
         // Node's fs.realpathSync rejects NUL before any syscall, with a TypeError.
@@ -112,63 +135,258 @@ fn walk_to_repo_root(
             node_inspect_string(&String::from_utf8_lossy(raw))
         )));
     }
-    let (start, canonical) = match fs::canonicalize(abs_cwd) {
-        Ok(real) => (real, true),
+    let (start, start_fd, canonical) = match realpath(abs_cwd) {
+        Ok((real, fd)) => (real, fd, true),
         // A cwd that does not exist yet is walked lexically; its existing parents still count.
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => (abs_cwd.to_path_buf(), false),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => (abs_cwd.to_path_buf(), None, false),
         Err(e) => return Err(LockError::io(&e, "realpath", abs_cwd)),
     };
-    // Realpath'd so a symlinked home or temp dir still stops the walk; left lexical if that fails.
-    let home = fs::canonicalize(&ctx.home).unwrap_or_else(|_| ctx.home.clone());
-    let tmp = fs::canonicalize(&ctx.tmp).unwrap_or_else(|_| ctx.tmp.clone());
+    // Realpath'd so a symlinked home or temp dir still stops the walk; left lexical if that
+    // fails. Resolved on first use, those that cost nothing compared first.
+    let mut bounds = [
+        Boundary::new(&ctx.home, &start, canonical),
+        Boundary::new(&ctx.tmp, &start, canonical),
+    ];
+    if bounds[0].real.is_none() {
+        bounds.swap(0, 1);
+    }
     // String equality, as in JS: no component-wise comparison.
-    let is_boundary =
-        |dir: &Path| dir.as_os_str() == home.as_os_str() || dir.as_os_str() == tmp.as_os_str();
+    let mut is_boundary = |dir: &Path| bounds.iter_mut().any(|b| b.real() == dir.as_os_str());
+    let fd = start_fd.as_ref();
+    let mut start_bare = false;
+    let mut found = None;
 
     let root = Path::new("/");
     let mut current: &Path = &start;
+    let mut stopped = false;
     while current.as_os_str() != root.as_os_str() {
         if is_boundary(current) {
-            return Ok((None, canonical));
+            stopped = true;
+            break;
         }
-        if has_marker(current) {
-            return Ok((Some(current.to_path_buf()), canonical));
+        if let Some(marker) = first_marker(dir_at(current, &start, fd)) {
+            found = Some((current.to_path_buf(), marker));
+            break;
         }
+        start_bare |= current.as_os_str() == start.as_os_str();
         // Lexical dirname; the path is normalised, so this is exactly Node's path.dirname.
         match current.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => current = parent,
             _ => break,
         }
     }
-    if is_boundary(root) {
-        return Ok((None, canonical));
+    if found.is_none() && !stopped && !is_boundary(root) {
+        match first_marker(dir_at(root, &start, fd)) {
+            Some(marker) => found = Some((root.to_path_buf(), marker)),
+            None => start_bare |= start.as_os_str() == root.as_os_str(),
+        }
     }
-    Ok((has_marker(root).then(|| root.to_path_buf()), canonical))
+    Ok(Walk {
+        root: found,
+        start,
+        canonical,
+        start_fd,
+        start_bare,
+    })
+}
+
+/// The home or temp dir as the walk compares it.
+struct Boundary<'a> {
+    lexical: &'a Path,
+    /// Its realpath (or `lexical` when that fails), once known.
+    real: Option<PathBuf>,
+}
+
+impl<'a> Boundary<'a> {
+    fn new(lexical: &'a Path, start: &Path, canonical: bool) -> Self {
+        // A folder on the way to a realpath (the realpath itself included) is its own
+        // realpath: it exists and no symlink is on its way.
+        let free = canonical && is_ancestor_or_self(lexical, start);
+        Boundary {
+            lexical,
+            real: free.then(|| lexical.to_path_buf()),
+        }
+    }
+
+    fn real(&mut self) -> &OsStr {
+        let lexical = self.lexical;
+        self.real
+            .get_or_insert_with(|| {
+                realpath(lexical).map_or_else(|_| lexical.to_path_buf(), |r| r.0)
+            })
+            .as_os_str()
+    }
+}
+
+/// Whether `dir` is `path` or one of its folders, component-wise; `path` must be normalised.
+fn is_ancestor_or_self(dir: &Path, path: &Path) -> bool {
+    let (dir, path) = (dir.as_os_str().as_bytes(), path.as_os_str().as_bytes());
+    dir.first() == Some(&b'/')
+        && path.starts_with(dir)
+        && (dir == b"/" || path.len() == dir.len() || path[dir.len()] == b'/')
+}
+
+/// realpath(3), with a handle on the result when it was checked symlink-free by opening it.
+fn realpath(path: &Path) -> std::io::Result<(PathBuf, Option<OwnedFd>)> {
+    match open_if_symlink_free(path) {
+        Some(fd) => Ok((path.to_path_buf(), Some(fd))),
+        // A symlink on the way, no openat2, a missing entry, anything: libc decides, so the
+        // result and the error are realpath's own.
+        None => fs::canonicalize(path).map(|real| (real, None)),
+    }
+}
+
+/// The kernel's `struct open_how` (linux/openat2.h, version 0).
+#[cfg(target_os = "linux")]
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// An O_PATH handle on `path` when it is absolute, normalised, exists and has no symlink
+/// in any component: then it is its own realpath, found in one openat2 (plus a close)
+/// instead of one readlink per component.
+#[cfg(target_os = "linux")]
+fn open_if_symlink_free(path: &Path) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let raw = path.as_os_str().as_bytes();
+    // Below three components realpath's one readlink each costs less than open + close;
+    // `.`, `..` or `//` would make the path differ from its realpath.
+    let components = raw.iter().filter(|&&b| b == b'/').count();
+    if components < 3 || normalize(raw, true) != raw {
+        return None;
+    }
+    let c_path = CString::new(raw).ok()?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_NO_SYMLINKS,
+    };
+    // SAFETY: a NUL-terminated path and an open_how whose size is passed with it, both
+    // alive for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    let fd = libc::c_int::try_from(ret).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_if_symlink_free(_path: &Path) -> Option<OwnedFd> {
+    None
+}
+
+/// A folder to look names up in: its path, and a handle on it when the walk has one.
+#[derive(Clone, Copy)]
+struct Dir<'a> {
+    path: &'a Path,
+    fd: Option<BorrowedFd<'a>>,
+}
+
+fn dir_at<'a>(path: &'a Path, start: &Path, start_fd: Option<&'a OwnedFd>) -> Dir<'a> {
+    let fd = start_fd
+        .filter(|_| path.as_os_str() == start.as_os_str())
+        .map(|fd| fd.as_fd());
+    Dir { path, fd }
+}
+
+/// stat (`follow`) or lstat of `dir/name`, answering whether it is a symlink. Through the
+/// handle when there is one: the same answer, with a shorter lookup in the kernel.
+fn stat_in(dir: Dir, name: &str, follow: bool) -> std::io::Result<bool> {
+    if let (Some(fd), Ok(c_name)) = (dir.fd, CString::new(name)) {
+        let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+        // SAFETY: stat is plain old data; all-zero is a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a live descriptor, a NUL-terminated name and a stat buffer owned here.
+        let rc = unsafe { libc::fstatat(fd.as_raw_fd(), c_name.as_ptr(), &mut st, flags) };
+        return if rc == 0 {
+            Ok(st.st_mode & libc::S_IFMT == libc::S_IFLNK)
+        } else {
+            Err(std::io::Error::last_os_error())
+        };
+    }
+    let path = node_join(dir.path, name);
+    let meta = if follow {
+        fs::metadata(&path)
+    } else {
+        fs::symlink_metadata(&path)
+    };
+    meta.map(|m| m.file_type().is_symlink())
 }
 
 /// crewRoot for a repo root.
 pub fn crew_root(repo_root: &Path) -> Result<PathBuf, LockError> {
-    crew_root_of(repo_root, false)
+    let dir = Dir {
+        path: repo_root,
+        fd: None,
+    };
+    crew_root_of(dir, false, None)
 }
 
-/// `crew_root`; `canonical` says `repo_root` is already a realpath, so that a `.crew` that
-/// is a plain directory is its own realpath (no need to resolve it again).
-fn crew_root_of(repo_root: &Path, canonical: bool) -> Result<PathBuf, LockError> {
-    let crew = node_join(repo_root, ".crew");
-    if canonical && fs::symlink_metadata(&crew).is_ok_and(|m| m.is_dir()) {
-        return Ok(crew);
-    }
-    if exists(&crew) {
-        // Existence was just seen, so a failure here is a race worth reporting.
-        return fs::canonicalize(&crew).map_err(|e| LockError::io(&e, "realpath", &crew));
+/// `crew_root`; `canonical` says the folder is already a realpath, and `first_marker` is
+/// what the walk saw of its markers (see [`Walk::root`]), if it searched it.
+fn crew_root_of(
+    dir: Dir,
+    canonical: bool,
+    first_marker: Option<usize>,
+) -> Result<PathBuf, LockError> {
+    let known = |name: &str| {
+        let index = MARKERS.iter().position(|m| *m == name)?;
+        first_marker.and_then(|first| match first.cmp(&index) {
+            std::cmp::Ordering::Greater => Some(false),
+            std::cmp::Ordering::Equal => Some(true),
+            std::cmp::Ordering::Less => None,
+        })
+    };
+    let crew = node_join(dir.path, ".crew");
+    if let Some(real) = realpath_if_exists(dir, ".crew", canonical, known(".crew"))? {
+        return Ok(real);
     }
     // Legacy layout: an existing `.pi/` hosts the crew state under `teams/`.
-    let pi = node_join(repo_root, ".pi");
-    if exists(&pi) {
-        let real = fs::canonicalize(&pi).map_err(|e| LockError::io(&e, "realpath", &pi))?;
+    if let Some(real) = realpath_if_exists(dir, ".pi", canonical, known(".pi"))? {
         return Ok(node_join(&real, "teams"));
     }
     Ok(crew)
+}
+
+/// The realpath of `dir/name` if it exists (following symlinks); `known` is its existence
+/// when the walk already saw it.
+fn realpath_if_exists(
+    dir: Dir,
+    name: &str,
+    canonical: bool,
+    known: Option<bool>,
+) -> Result<Option<PathBuf>, LockError> {
+    if known == Some(false) {
+        return Ok(None);
+    }
+    let path = node_join(dir.path, name);
+    if canonical {
+        match stat_in(dir, name, false) {
+            // In a realpath'd folder anything but a symlink is its own realpath.
+            Ok(false) => return Ok(Some(path)),
+            // No entry at all: following symlinks cannot find one either.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+            // A symlink, or an lstat failure (EACCES, ENOTDIR...): as if unknown.
+            _ => {}
+        }
+    }
+    if known.is_none() && stat_in(dir, name, true).is_err() {
+        return Ok(None);
+    }
+    // Existence was just seen, so a failure here is a race worth reporting.
+    fs::canonicalize(&path)
+        .map(Some)
+        .map_err(|e| LockError::io(&e, "realpath", &path))
 }
 
 /// The whole thing: workspaceLockPath(cwd).
@@ -179,22 +397,27 @@ pub fn workspace_lock_path(cwd: &str, ctx: &PathContext) -> Result<PathBuf, Lock
 }
 
 fn locks_dir_of(abs_cwd: &Path, ctx: &PathContext) -> Result<PathBuf, LockError> {
-    // Without a repo root the lexical cwd itself hosts `.crew`.
-    let crew = match walk_to_repo_root(abs_cwd, ctx)? {
-        (Some(root), canonical) => crew_root_of(&root, canonical)?,
-        (None, _) => crew_root_of(abs_cwd, false)?,
+    let walk = walk_to_repo_root(abs_cwd, ctx)?;
+    let crew = match &walk.root {
+        Some((root, marker)) => crew_root_of(walk.dir(root), walk.canonical, Some(*marker))?,
+        // Without a repo root the lexical cwd itself hosts `.crew`. What the walk learnt of
+        // its start folder holds there only when that is the same path.
+        None => {
+            let same = walk.start.as_os_str() == abs_cwd.as_os_str();
+            crew_root_of(
+                walk.dir(abs_cwd),
+                walk.canonical && same,
+                (same && walk.start_bare).then_some(MARKERS.len()),
+            )?
+        }
     };
     Ok(node_join(&node_join(&crew, "state"), "workspace-locks"))
 }
 
-/// fs.existsSync: any stat error (ENOENT, EACCES, ELOOP, dangling link...) means absent.
-fn exists(path: &Path) -> bool {
-    fs::metadata(path).is_ok()
-}
-
-/// One stat per marker, stopping at the first that exists.
-fn has_marker(dir: &Path) -> bool {
-    MARKERS.iter().any(|m| exists(&node_join(dir, m)))
+/// The index of the first marker present in `dir` (fs.existsSync: any stat error, ENOENT,
+/// EACCES, ELOOP, a dangling link..., means absent), one stat per marker.
+fn first_marker(dir: Dir) -> Option<usize> {
+    MARKERS.iter().position(|m| stat_in(dir, m, true).is_ok())
 }
 
 /// Node's posix path.join(a, b): concatenate with `/`, then normalise.
@@ -704,7 +927,7 @@ mod tests {
     #[test]
     fn crew_root_of_slash_is_lexical_join() {
         // Only meaningful when `/` has neither entry, which is the normal case.
-        if !exists(Path::new("/.crew")) && !exists(Path::new("/.pi")) {
+        if fs::metadata("/.crew").is_err() && fs::metadata("/.pi").is_err() {
             assert_eq!(s(&crew_root(Path::new("/")).expect("crew")), "/.crew");
         }
     }
@@ -802,6 +1025,278 @@ mod tests {
         assert_same(
             &empty,
             &expected_lock(&ctx.process_cwd.join(".crew"), &ctx.process_cwd),
+        );
+    }
+
+    /// Whether this kernel (and any seccomp filter) lets openat2 through; without it every
+    /// realpath takes libc's way, which the equivalence tests cover anyway.
+    #[cfg(target_os = "linux")]
+    fn openat2_works() -> bool {
+        let how = OpenHow {
+            flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+            mode: 0,
+            resolve: 0,
+        };
+        // SAFETY: as in open_if_symlink_free.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                c"/".as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: just opened here, closed once.
+            unsafe { libc::close(fd as libc::c_int) };
+        }
+        fd >= 0
+    }
+
+    #[test]
+    fn realpath_agrees_with_libc_on_every_shape_of_path() {
+        let l = Layout::new("realpath");
+        let deep = l.mkdir("home/a/b/c");
+        l.touch("home/a/b/file.txt");
+        symlink(&deep, l.root.join("home/a/last")).expect("symlink");
+        symlink(l.root.join("home/a"), l.root.join("alias")).expect("symlink");
+        symlink(l.root.join("nowhere"), l.root.join("home/dangling")).expect("symlink");
+        symlink(l.root.join("home/loop"), l.root.join("home/loop")).expect("symlink");
+        let r = s(&l.root).to_owned();
+        let cases = [
+            format!("{r}/home/a/b/c"),
+            format!("{r}/home/a/b/file.txt"),
+            format!("{r}/home/a/last"),
+            format!("{r}/alias/b/c"),
+            format!("{r}/home/a/b/missing"),
+            format!("{r}/home/a/b/file.txt/sub"),
+            format!("{r}/home/dangling"),
+            format!("{r}/home/loop"),
+            format!("{r}/home/a/b/c/"),
+            format!("{r}//home/a/b/c"),
+            format!("{r}/home/a/./b/c"),
+            format!("{r}/home/a/b/c/.."),
+            format!("{r}/home/a/b/c/../../b"),
+            r.clone(),
+            "/".to_owned(),
+            "/proc/self/cwd".to_owned(),
+        ];
+        for case in &cases {
+            let path = Path::new(case);
+            let ours = realpath(path).map(|(p, _)| p).map_err(|e| e.raw_os_error());
+            let libc = fs::canonicalize(path).map_err(|e| e.raw_os_error());
+            assert_eq!(ours, libc, "realpath({case:?})");
+        }
+        // Only a clean, symlink-free path that exists takes the openat2 way (a file too).
+        #[cfg(target_os = "linux")]
+        if openat2_works() {
+            for case in &cases[..2] {
+                assert!(
+                    realpath(Path::new(case)).expect(case).1.is_some(),
+                    "{case:?}"
+                );
+            }
+            for case in &cases[2..] {
+                assert!(open_if_symlink_free(Path::new(case)).is_none(), "{case:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn ancestors_are_matched_component_wise() {
+        let yes = [
+            ("/tmp", "/tmp/x"),
+            ("/tmp/x", "/tmp/x"),
+            ("/", "/a"),
+            ("/", "/"),
+        ];
+        for (dir, path) in yes {
+            assert!(
+                is_ancestor_or_self(Path::new(dir), Path::new(path)),
+                "{dir} {path}"
+            );
+        }
+        let no = [
+            ("/tm", "/tmp/x"),
+            ("/tmp/x/", "/tmp/x/y"),
+            ("/tmp/x/y", "/tmp/x"),
+            ("", "/a"),
+            ("tmp", "tmp/x"),
+        ];
+        for (dir, path) in no {
+            assert!(
+                !is_ancestor_or_self(Path::new(dir), Path::new(path)),
+                "{dir} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn cwd_that_is_a_regular_file_walks_from_its_folder() {
+        let l = Layout::new("filecwd");
+        let proj = l.mkdir("home/proj");
+        l.mkdir("home/proj/.git");
+        let file = l.touch("home/proj/src/main.rs");
+        assert_same(&root_of(&l, &file).expect("root"), &proj);
+        let lock = workspace_lock_path(s(&file), &l.ctx).expect("lock");
+        assert_same(&lock, &expected_lock(&proj.join(".crew"), &file));
+        // Nothing found: the file itself stands as the crew folder's parent, lexically.
+        let lone = l.touch("home/lone.txt");
+        let lock = workspace_lock_path(s(&lone), &l.ctx).expect("lock");
+        assert_same(&lock, &expected_lock(&lone.join(".crew"), &lone));
+    }
+
+    #[test]
+    fn cwd_under_a_symlinked_ancestor_walks_the_realpath() {
+        let l = Layout::new("ancestorlink");
+        let proj = l.mkdir("home/proj");
+        l.mkdir("home/proj/.git");
+        l.mkdir("home/proj/sub/deep");
+        symlink(&proj, l.root.join("alias")).expect("symlink");
+        let cwd = l.root.join("alias/sub/deep");
+        assert_same(&root_of(&l, &cwd).expect("root"), &proj);
+        let lock = workspace_lock_path(s(&cwd), &l.ctx).expect("lock");
+        assert_same(&lock, &expected_lock(&proj.join(".crew"), &cwd));
+    }
+
+    #[test]
+    fn cwd_whose_last_component_is_a_symlink_walks_the_realpath() {
+        let l = Layout::new("lastlink");
+        let proj = l.mkdir("home/proj");
+        l.touch("home/proj/Cargo.toml");
+        let real = l.mkdir("home/proj/a/b");
+        // The link's own folder is a repo root with a `.crew`: the walk never sees it.
+        l.mkdir("home/other/.crew");
+        let link = l.root.join("home/other/link");
+        symlink(&real, &link).expect("symlink");
+        assert_same(&root_of(&l, &link).expect("root"), &proj);
+        let lock = workspace_lock_path(s(&link), &l.ctx).expect("lock");
+        assert_same(&lock, &expected_lock(&proj.join(".crew"), &link));
+    }
+
+    #[test]
+    fn home_as_a_prefix_of_the_cwd_stops_the_walk() {
+        let l = Layout::new("homeprefix");
+        l.mkdir(".git");
+        let cwd = l.mkdir("home/a/b");
+        assert_eq!(root_of(&l, &cwd), None);
+        // Spelt with a trailing slash it is no prefix, but its realpath still matches.
+        let mut ctx = l.ctx.clone();
+        ctx.home = PathBuf::from(format!("{}/", s(&l.home())));
+        assert_eq!(find_repo_root(&cwd, &ctx).expect("walk"), None);
+        // A byte prefix that is not a folder of the cwd (`…/ho` of `…/home/a/b`) is
+        // realpath'd: here it is a symlink to home, so the walk still stops there.
+        ctx.home = l.root.join("ho");
+        symlink(l.home(), &ctx.home).expect("symlink");
+        assert_eq!(find_repo_root(&cwd, &ctx).expect("walk"), None);
+        // And one that resolves elsewhere does not stop it.
+        ctx.home = l.root.join("hom");
+        symlink(l.root.join("tmp"), &ctx.home).expect("symlink");
+        assert_same(
+            &find_repo_root(&cwd, &ctx).expect("walk").expect("root"),
+            &l.root,
+        );
+    }
+
+    #[test]
+    fn tmp_as_a_prefix_of_the_cwd_stops_the_walk() {
+        let l = Layout::new("tmpprefix");
+        l.mkdir(".git");
+        let mut ctx = l.ctx.clone();
+        // Home elsewhere and missing: its realpath fails and it stays as given.
+        ctx.home = l.root.join("no/such/home");
+        let cwd = l.mkdir("tmp/a/b");
+        assert_eq!(find_repo_root(&cwd, &ctx).expect("walk"), None);
+        let lock = workspace_lock_path(s(&cwd), &ctx).expect("lock");
+        assert_same(&lock, &expected_lock(&cwd.join(".crew"), &cwd));
+        // Reached through a symlink, the cwd's realpath is under tmp all the same.
+        symlink(l.root.join("tmp/a"), l.root.join("via")).expect("symlink");
+        let via = l.root.join("via/b");
+        assert_eq!(find_repo_root(&via, &ctx).expect("walk"), None);
+    }
+
+    /// One entry to create in a folder.
+    enum Entry {
+        Dir(&'static str),
+        File(&'static str),
+        /// A symlink to a fresh folder outside the layout's home.
+        Link(&'static str),
+        Dangling(&'static str),
+    }
+
+    /// The crew folder found after a walk must be what `crew_root` (no shortcut: stat, then
+    /// realpath) gives for the same folder, whatever marker the walk stopped at and whatever
+    /// `.crew` and `.pi` are.
+    #[test]
+    fn crew_lookups_agree_with_a_fresh_crew_root() {
+        use Entry::*;
+        let setups: [&[Entry]; 10] = [
+            &[Dir(".git")],
+            &[Dir(".git"), Dir(".crew")],
+            &[Dir(".git"), Dangling(".crew")],
+            &[Dir(".git"), File(".crew"), Dir(".pi")],
+            &[Dir(".git"), Dangling(".crew"), Link(".pi")],
+            &[Dir(".pi")],
+            &[Link(".pi")],
+            &[Dir(".crew")],
+            &[Link(".crew"), Dir(".pi")],
+            &[File("Cargo.toml")],
+        ];
+        for (i, setup) in setups.iter().enumerate() {
+            let l = Layout::new(&format!("agree{i}"));
+            let create = |dir: &Path| {
+                for (j, entry) in setup.iter().enumerate() {
+                    match entry {
+                        Dir(name) => drop(fs::create_dir(dir.join(name))),
+                        File(name) => fs::write(dir.join(name), b"").expect("write"),
+                        Link(name) => {
+                            let target = l.root.join(format!("elsewhere/{j}-{}", dir.is_dir()));
+                            fs::create_dir_all(&target).expect("mkdir target");
+                            let _ = fs::remove_dir(dir.join(name));
+                            symlink(&target, dir.join(name)).expect("symlink");
+                        }
+                        Dangling(name) => {
+                            symlink(l.root.join("nowhere"), dir.join(name)).expect("symlink")
+                        }
+                    }
+                }
+            };
+            // A repo root found at the cwd and above it; then the cwd being home (no root).
+            let proj = l.mkdir("home/p");
+            create(&proj);
+            let below = l.mkdir("home/p/x/y");
+            for cwd in [&proj, &below] {
+                let lock = workspace_lock_path(s(cwd), &l.ctx).expect("lock");
+                let crew = crew_root(&proj).expect("crew");
+                assert_same(&lock, &expected_lock(&crew, cwd));
+            }
+            let home = l.home();
+            create(&home);
+            let lock = workspace_lock_path(s(&home), &l.ctx).expect("lock");
+            let crew = crew_root(&home).expect("crew");
+            assert_same(&lock, &expected_lock(&crew, &home));
+        }
+    }
+
+    #[test]
+    fn unsearchable_cwd_fails_like_realpath() {
+        // SAFETY: no arguments, cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            // Root searches every folder: nothing to observe.
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let l = Layout::new("eacces");
+        let locked = l.mkdir("home/locked");
+        let cwd = l.mkdir("home/locked/inner/deep");
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).expect("chmod");
+        let result = workspace_lock_path(s(&cwd), &l.ctx);
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).expect("chmod back");
+        let err = result.expect_err("EACCES");
+        assert_eq!(
+            err,
+            LockError::Io(IoFailure::new(libc::EACCES, "realpath", &cwd))
         );
     }
 }

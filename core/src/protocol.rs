@@ -226,8 +226,19 @@ fn publish_if_unchanged(
     slot: Option<HolderSlot>,
     bytes: &str,
 ) -> Result<bool, LockError> {
-    // No need to look again: evict() compares what it moved aside with what was judged,
-    // and link() refuses if anything appeared where nothing was.
+    // An entry judged stale is looked at again first: a holder that released between our
+    // read and the probe of its kernel byte looks dead, and its successor's record may be
+    // in place by now. Moving that aside and back (evict() would) costs far more than this
+    // look, under the mutex. (evict() still compares what it moved with what was judged,
+    // against writers that do not take the mutex; link() refuses where nothing was.)
+    let seen = match seen {
+        Observed::Absent => seen,
+        _ => match observe(&target.path)? {
+            Observed::Absent => &Observed::Absent,
+            now if now.same_as(seen) => seen,
+            _ => return Ok(false),
+        },
+    };
     if !evict_if_present(target, seen)? {
         return Ok(false);
     }

@@ -98,14 +98,23 @@ fn new_fd(raw: i32) -> Option<OwnedFd> {
     (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-const DIR_EVENTS: u32 = libc::IN_CREATE
-    | libc::IN_DELETE
+/// What may free a lock: its entry deleted or renamed away, or replaced by a rename (a
+/// refresh, a put-back). A new entry appearing (IN_CREATE) never frees one: the waiter
+/// learns of its new holder at its next attempt. Closing a file opened for writing
+/// (IN_CLOSE_WRITE) happens at every turn (the owner file is opened so) and frees nothing
+/// either. Leaving both out halves the wake-ups of every waiting process of a contended
+/// lock.
+const DIR_EVENTS: u32 = libc::IN_DELETE
     | libc::IN_MOVED_FROM
     | libc::IN_MOVED_TO
-    | libc::IN_CLOSE_WRITE
     | libc::IN_DELETE_SELF
     | libc::IN_MOVE_SELF
     | libc::IN_ONLYDIR;
+
+/// How soon a waiter looks again at an unreadable lockfile that was only just written: the
+/// original module creates its lockfile empty and writes it afterwards, and writing raises
+/// no event we watch.
+pub const UNREADABLE_RELOOK: Duration = Duration::from_millis(25);
 
 /// Calls `callback` once, at the first event that may have freed the lock.
 pub fn register(spec: WaitSpec, callback: WakeCallback) -> WaitId {
@@ -590,7 +599,13 @@ mod tests {
         );
         nudge(&lock);
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 2);
+        // A lockfile appearing (a claim) frees nothing: nobody is woken.
         std::fs::write(&lock, b"{}").unwrap();
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        // One renamed over it (a refresh, a put-back) may have: the last one looks.
+        let temp = dir.path().join(".h.claim");
+        std::fs::write(&temp, b"{}").unwrap();
+        std::fs::rename(&temp, &lock).unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 3);
     }
 
