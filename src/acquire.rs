@@ -24,7 +24,7 @@ use workspace_lock_core::js_semantics::{iso_string, template_string};
 use workspace_lock_core::kernel_lock::{HolderSlot, OwnerFile, OWNER_FILE_NAME};
 use workspace_lock_core::liveness::Verdict;
 use workspace_lock_core::lockfile_io::{observe, LockTarget, Observed};
-use workspace_lock_core::process_probe::start_time_of;
+use workspace_lock_core::process_probe::{own_pid, start_time_of};
 use workspace_lock_core::protocol::{try_claim, Busy, ClaimOutcome, Claimant};
 use workspace_lock_core::record::{NewRecord, ParsedRecord};
 use workspace_lock_core::waiting::{self, HolderWatch, WaitId, WaitSpec};
@@ -182,7 +182,7 @@ fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsR
     let goal_id = crate::options::require_string(env, goal_id, "goalId")?;
     let options: AcquireOptions = crate::options::acquire_options(env, opts)?;
     let lock_path = crate::lock_path_of(&cwd)?;
-    let pid = options.pid.unwrap_or(f64::from(std::process::id()));
+    let pid = options.pid.unwrap_or(f64::from(own_pid()));
     let judge = Judge::new(env, &options.judge);
     let written_start_time = judge.start_time(Some(&serde_json::Value::from(pid)))?;
     if written_start_time.is_some_and(|st| !st.is_finite()) {

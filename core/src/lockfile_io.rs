@@ -43,14 +43,21 @@ impl LockTarget {
     }
 
     fn sibling(&self, suffix: &str) -> PathBuf {
-        let stem = self
-            .file_name()
-            .strip_suffix(b".lock")
-            .unwrap_or(self.file_name());
+        let stem = match suffix {
+            // Short-lived and the costliest to name: a rename into a directory of thousands
+            // of entries costs more the longer the new name (~3 µs of ~20 at 100 bytes).
+            EVICTED_SUFFIX => &b"e"[..],
+            _ => self
+                .file_name()
+                .strip_suffix(b".lock")
+                .unwrap_or(self.file_name()),
+        };
         let mut name = Vec::with_capacity(stem.len() + 40);
         name.push(b'.');
         name.extend_from_slice(stem);
-        name.extend_from_slice(format!(".{}.{:016x}", std::process::id(), unique_u64()).as_bytes());
+        name.extend_from_slice(
+            format!(".{}.{:016x}", crate::process_probe::own_pid(), unique_u64()).as_bytes(),
+        );
         name.extend_from_slice(suffix.as_bytes());
         self.dir.join(OsStr::from_bytes(&name))
     }

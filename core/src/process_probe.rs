@@ -24,6 +24,13 @@ fn read_proc_stat(pid: &str) -> Option<ProcStat> {
     Some(ProcStat { state, start_ticks })
 }
 
+/// This process's pid, read once: getpid is a syscall (glibc does not cache it), and a
+/// Node.js process never forks without exec'ing.
+pub fn own_pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// The original's `defaultStartTimeResolver`: field 22 (`starttime`, in clock ticks) of
 /// `/proc/<pid>/stat`, times 10, floored; `None` when the process or `/proc` is missing.
 /// `pid` is the decimal text the original would interpolate into the path.
@@ -34,7 +41,7 @@ pub fn start_time_of(pid: &str) -> Option<f64> {
     // Our own start time cannot change while we run: read it once.
     static OWN: std::sync::OnceLock<(String, Option<f64>)> = std::sync::OnceLock::new();
     let (own_pid, own) = OWN.get_or_init(|| {
-        let me = std::process::id().to_string();
+        let me = own_pid().to_string();
         let st = read_start_time(&me);
         (me, st)
     });
