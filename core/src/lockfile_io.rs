@@ -222,6 +222,8 @@ struct Spare {
     path: PathBuf,
     /// Its size, as last seen: only a shorter record needs a truncate.
     len: u64,
+    /// Its device and inode: while it is published, the lockfile is this very file.
+    id: (u64, u64),
 }
 
 /// Spares kept per lock path in this process (a bounded handful).
@@ -238,7 +240,19 @@ const MAX_SPARES: usize = 64;
 impl Spare {
     fn create(target: &LockTarget) -> Result<Spare, LockError> {
         let (file, path) = create_sibling(target, SPARE_SUFFIX)?;
-        Ok(Spare { file, path, len: 0 })
+        let meta = match file.metadata() {
+            Ok(meta) => meta,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(LockError::io(&e, "fstat", &path));
+            }
+        };
+        Ok(Spare {
+            file,
+            path,
+            len: 0,
+            id: (meta.dev(), meta.ino()),
+        })
     }
 
     /// Taken out of the pool (so no other thread can use it) if nothing else links it.
@@ -247,6 +261,7 @@ impl Spare {
         match spare.file.metadata() {
             Ok(meta) if meta.nlink() == 1 => {
                 spare.len = meta.len();
+                spare.id = (meta.dev(), meta.ino());
                 Some(spare)
             }
             // Swept by someone (0 links) or still linked somewhere (2+): not reusable.
@@ -317,6 +332,22 @@ pub fn publish(target: &LockTarget, bytes: &[u8]) -> Result<bool, LockError> {
             Err(LockError::io(&e, "link", &target.path))
         }
     }
+}
+
+/// The bytes at the lock path if it is the very file this process last published there
+/// (a spare of ours): one statx and one pread, where [`observe`] opens, reads and closes.
+/// `None` when it is anything else (absent, replaced, refreshed): observe it then.
+pub fn read_own_publication(target: &LockTarget) -> Option<Vec<u8>> {
+    let meta = fs::symlink_metadata(&target.path).ok()?;
+    let pool = spares();
+    let spare = pool.get(&target.path)?;
+    if !meta.is_file() || (meta.dev(), meta.ino()) != spare.id {
+        return None;
+    }
+    let mut bytes = vec![0u8; meta.len().min(FIRST_READ as u64) as usize];
+    let n = spare.file.read_at(&mut bytes, 0).ok()?;
+    // A short read, or more than a record could be: let observe() look properly.
+    (n == bytes.len() && n < FIRST_READ).then_some(bytes)
 }
 
 /// Replaces the record in one step (a refresh by its holder, under the mutex).
@@ -399,6 +430,30 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 2, "the lockfile and one spare: {names:?}");
         assert!(names.iter().any(|n| n.ends_with(SPARE_SUFFIX)));
+        drop_spares_of(&t);
+    }
+
+    #[test]
+    fn our_own_publication_is_read_through_the_spare_and_only_while_it_is_in_place() {
+        let dir = TempDir::new("io-own");
+        let t = target(&dir);
+        assert_eq!(read_own_publication(&t), None, "nothing published");
+        assert!(publish(&t, b"{\"goalId\":\"a\"}").unwrap());
+        assert_eq!(
+            read_own_publication(&t).as_deref(),
+            Some(&b"{\"goalId\":\"a\"}"[..])
+        );
+        // Rewritten in place (a hand edit): the same file, so its new bytes are what counts.
+        fs::write(&t.path, b"{\"goalId\":\"edited\"}").unwrap();
+        assert_eq!(
+            read_own_publication(&t).as_deref(),
+            Some(&b"{\"goalId\":\"edited\"}"[..])
+        );
+        // Replaced by another file (a refresh, another writer): not ours to read this way.
+        replace(&t, b"{\"goalId\":\"a\"}").unwrap();
+        assert_eq!(read_own_publication(&t), None);
+        remove(&t).unwrap();
+        assert_eq!(read_own_publication(&t), None);
         drop_spares_of(&t);
     }
 

@@ -325,7 +325,16 @@ pub fn release(held: &mut Claimed) -> Result<bool, LockError> {
             Some(owners) => Some(MutexGuard::lock(owners, &held.target)?),
             None => None,
         };
-        match observe(&held.target.path)? {
+        // Our own spare still linked there is read without opening the lockfile again.
+        let seen = match lockfile_io::read_own_publication(&held.target) {
+            Some(bytes) => Observed::File {
+                record: ParsedRecord::parse(&bytes),
+                bytes,
+                modified: None,
+            },
+            None => observe(&held.target.path)?,
+        };
+        match seen {
             Observed::File {
                 record: Some(r), ..
             } if r.is_held_by(
