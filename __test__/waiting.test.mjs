@@ -65,6 +65,94 @@ describe('a claim of the original module still being written', () => {
   })
 })
 
+describe('torture: no waiter is left asleep', () => {
+  it('6 processes cycling, dying with the lock and SIGKILLed at random; every wait ends in the pauses', { timeout: 60_000 }, async () => {
+    // Waiters poll once an hour, so only notifications wake them. Every 400 ms of churn the
+    // children are told to start no new wait: the waits under way must then all end within
+    // a pause (holds last at most 5 ms), or a wake-up was lost (a release, a death, a holder
+    // taking the lock over that the waiter did not watch).
+    const cwd = workspace('torture')
+    const kids = new Map()
+    let spawned = 0
+    let acquisitions = 0
+    let stopping = false
+    let paused = false
+    const spawnKid = () => {
+      // One born during a pause starts paused: its first attempt would reclaim for the others.
+      const c = startChild('torture-cycler.mjs', [cwd, String(1000 + spawned++), paused ? 'paused' : 'running'], {
+        timeoutMs: 50_000,
+      })
+      c.child.stdin.on('error', () => {}) // a child killed before it read its last line
+      const kid = { c, waiting: false }
+      kids.set(c, kid)
+      ;(async () => {
+        for (;;) {
+          let line
+          try {
+            line = await c.nextLine(50_000)
+          } catch {
+            return
+          }
+          if (line === 'WAIT') kid.waiting = true
+          else if (line === 'GOT') {
+            kid.waiting = false
+            acquisitions++
+          }
+        }
+      })()
+      c.exited.then(() => {
+        kids.delete(c)
+        if (!stopping) spawnKid()
+      })
+    }
+    for (let i = 0; i < 6; i++) spawnKid()
+    let kills = 0
+    let deathsWithWaiters = 0
+    const stuck = []
+    for (let round = 0; round < 12; round++) {
+      const churnEnd = Date.now() + 400
+      while (Date.now() < churnEnd) {
+        await sleep(15)
+        const list = [...kids.values()]
+        if (Math.random() < 0.2 && list.length > 0) {
+          list[Math.floor(Math.random() * list.length)].c.kill('SIGKILL')
+          kills++
+        }
+      }
+      // Pause when a child holds the lock with others waiting behind it, and kill the holder:
+      // its waiters have only its death to wake them, since nobody else starts an attempt
+      // that would reclaim the lock for them.
+      const pauseBy = Date.now() + 300
+      let victim
+      while (!victim && Date.now() < pauseBy) {
+        const holder = lock.isWorkspaceBusy(cwd)
+        const list = [...kids.values()]
+        const h = list.find((k) => holder === `t${k.c.pid}`)
+        if (h && list.filter((k) => k !== h && k.waiting).length > 0) victim = h
+        else await sleep(1)
+      }
+      paused = true
+      for (const k of kids.values()) k.c.send('PAUSE')
+      if (victim) {
+        victim.c.kill('SIGKILL')
+        kills++
+        deathsWithWaiters++
+      }
+      await sleep(600)
+      const asleep = [...kids.values()].filter((k) => k.waiting).length
+      if (asleep > 0) stuck.push({ round, asleep, busy: lock.isWorkspaceBusy(cwd) })
+      paused = false
+      for (const k of kids.values()) k.c.send('RESUME')
+    }
+    stopping = true
+    for (const c of [...kids.keys()]) c.kill('SIGKILL')
+    assert.deepEqual(stuck, [], 'waits still under way after a pause')
+    assert.ok(kills > 40, `${kills} kills`)
+    assert.ok(deathsWithWaiters >= 6, `${deathsWithWaiters} holders killed with waiters behind them`)
+    assert.ok(acquisitions > 300, `${acquisitions} acquisitions`)
+  })
+})
+
 describe('many waiters', () => {
   it('100 waiters in one process are served in arrival order, each woken by the previous release', { timeout: 30_000 }, async () => {
     const cwd = workspace()
