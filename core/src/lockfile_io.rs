@@ -224,6 +224,9 @@ struct Spare {
     len: u64,
     /// Its device and inode: while it is published, the lockfile is this very file.
     id: (u64, u64),
+    /// Known to have no other name: our release just unlinked the lock path it was published
+    /// at (so the next claim need not fstat it to count its links).
+    sole_link: bool,
 }
 
 /// Spares kept per lock path in this process (a bounded handful).
@@ -252,12 +255,16 @@ impl Spare {
             path,
             len: 0,
             id: (meta.dev(), meta.ino()),
+            sole_link: true,
         })
     }
 
     /// Taken out of the pool (so no other thread can use it) if nothing else links it.
     fn take(target: &LockTarget) -> Option<Spare> {
         let mut spare = spares().remove(&target.path)?;
+        if spare.sole_link {
+            return Some(spare);
+        }
         match spare.file.metadata() {
             Ok(meta) if meta.nlink() == 1 => {
                 spare.len = meta.len();
@@ -290,11 +297,12 @@ impl Spare {
         let _ = fs::remove_file(&self.path);
     }
 
-    fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.file.write_all_at(bytes, 0)?;
         if (bytes.len() as u64) < self.len {
             self.file.set_len(bytes.len() as u64)?;
         }
+        self.len = bytes.len() as u64;
         Ok(())
     }
 }
@@ -310,10 +318,12 @@ pub fn drop_spares() {
 /// Publishes a claim whole: `link()` fails if anything (even a dangling symlink) is at the
 /// lock path. `Ok(false)` when something is.
 pub fn publish(target: &LockTarget, bytes: &[u8]) -> Result<bool, LockError> {
-    let spare = match Spare::take(target) {
+    let mut spare = match Spare::take(target) {
         Some(spare) => spare,
         None => Spare::create(target)?,
     };
+    // Linked at the lock path below, or possibly so if link() fails oddly: count again.
+    spare.sole_link = false;
     if let Err(e) = spare.write(bytes) {
         spare.discard();
         return Err(LockError::io(&e, "write", target.path.as_path()));
@@ -391,6 +401,16 @@ pub fn evict(target: &LockTarget, judged: &Observed) -> Result<Eviction, LockErr
     Ok(Eviction::Changed)
 }
 
+/// Deletes the lockfile that [`read_own_publication`] just found to be our spare (its holder
+/// releasing, under the mutex): the spare is then known to have no other name.
+pub fn remove_own_publication(target: &LockTarget) -> Result<(), LockError> {
+    remove(target)?;
+    if let Some(spare) = spares().get_mut(&target.path) {
+        spare.sole_link = true;
+    }
+    Ok(())
+}
+
 /// Deletes the lockfile (its holder releasing, under the mutex).
 pub fn remove(target: &LockTarget) -> Result<(), LockError> {
     match fs::remove_file(&target.path) {
@@ -454,6 +474,28 @@ mod tests {
         assert_eq!(read_own_publication(&t), None);
         remove(&t).unwrap();
         assert_eq!(read_own_publication(&t), None);
+        drop_spares_of(&t);
+    }
+
+    #[test]
+    fn after_our_own_release_the_spare_is_reused_without_counting_its_links() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = TempDir::new("io-sole");
+        let t = target(&dir);
+        assert!(publish(&t, b"{\"goalId\":\"a-longer-record\"}").unwrap());
+        let first = fs::metadata(&t.path).unwrap().ino();
+        assert!(read_own_publication(&t).is_some());
+        remove_own_publication(&t).unwrap();
+        assert!(!t.path.exists());
+        // Reused as is: same inode, and a shorter record leaves no tail of the longer one
+        // (its size was tracked, not read back).
+        assert!(publish(&t, b"{\"goalId\":\"b\"}").unwrap());
+        assert_eq!(fs::metadata(&t.path).unwrap().ino(), first);
+        assert_eq!(fs::read(&t.path).unwrap(), b"{\"goalId\":\"b\"}");
+        // Still linked at the lock path: not rewritten by a claim that finds it there.
+        assert!(!publish(&t, b"{\"goalId\":\"c\"}").unwrap());
+        assert_eq!(fs::read(&t.path).unwrap(), b"{\"goalId\":\"b\"}");
+        remove(&t).unwrap();
         drop_spares_of(&t);
     }
 

@@ -325,30 +325,40 @@ pub fn release(held: &mut Claimed) -> Result<bool, LockError> {
             Some(owners) => Some(MutexGuard::lock(owners, &held.target)?),
             None => None,
         };
-        // Our own spare still linked there is read without opening the lockfile again.
-        let seen = match lockfile_io::read_own_publication(&held.target) {
+        // Our own spare still linked there is read without opening the lockfile again; our
+        // very bytes need no parsing to be recognised.
+        let own = lockfile_io::read_own_publication(&held.target);
+        let ours = own.is_some();
+        let seen = match own {
             Some(bytes) => Observed::File {
-                record: ParsedRecord::parse(&bytes),
+                record: (bytes != held.bytes.as_bytes())
+                    .then(|| ParsedRecord::parse(&bytes))
+                    .flatten(),
                 bytes,
                 modified: None,
             },
             None => observe(&held.target.path)?,
         };
-        match seen {
+        let held_by_us = match &seen {
+            Observed::File { bytes, .. } if bytes.as_slice() == held.bytes.as_bytes() => true,
             Observed::File {
                 record: Some(r), ..
-            } if r.is_held_by(
+            } => r.is_held_by(
                 &held.record.goal_id,
                 held.record.pid,
                 held.record.start_time,
                 held.slot.map(|s| s.0),
-            ) =>
-            {
-                lockfile_io::remove(&held.target)?;
-                true
-            }
+            ),
             _ => false,
+        };
+        if held_by_us {
+            if ours {
+                lockfile_io::remove_own_publication(&held.target)?;
+            } else {
+                lockfile_io::remove(&held.target)?;
+            }
         }
+        held_by_us
     };
     // Closing the owner file frees our byte (and nothing else: the mutex is already free).
     held.owners = None;
