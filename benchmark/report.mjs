@@ -143,7 +143,7 @@ const ORIGINAL = { cycle_us: 75, busyFree_us: 12, busyHeld_us: 32, reclaim_us: [
 export function targets(R) {
   const out = []
   const add = (what, target, original, ours, met) => out.push({ what, target, original, ours, met })
-  const xs = (r) => (r === undefined || !Number.isFinite(r) ? '?' : `${r.toFixed(r >= 10 ? 0 : r >= 1 ? 1 : 2)}×`)
+  const xs = (r) => (Number.isFinite(r) ? fmtRatio(r) : '?')
   const yes = (ok) => (ok === undefined ? '?' : ok ? 'met' : 'not met')
   const cyc = R.cycle?.[OURS]?.median_us
   if (cyc !== undefined) {

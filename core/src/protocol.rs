@@ -325,32 +325,28 @@ pub fn release(held: &mut Claimed) -> Result<bool, LockError> {
             Some(owners) => Some(MutexGuard::lock(owners, &held.target)?),
             None => None,
         };
-        // Our own spare still linked there is read without opening the lockfile again; our
-        // very bytes need no parsing to be recognised.
+        // Our own spare still linked there is read without opening the lockfile again.
         let own = lockfile_io::read_own_publication(&held.target);
         let ours = own.is_some();
-        let seen = match own {
-            Some(bytes) => Observed::File {
-                record: (bytes != held.bytes.as_bytes())
-                    .then(|| ParsedRecord::parse(&bytes))
-                    .flatten(),
-                bytes,
-                modified: None,
+        let bytes = match own {
+            Some(bytes) => Some(bytes),
+            None => match observe(&held.target.path)? {
+                Observed::File { bytes, .. } => Some(bytes),
+                _ => None,
             },
-            None => observe(&held.target.path)?,
         };
-        let held_by_us = match &seen {
-            Observed::File { bytes, .. } if bytes.as_slice() == held.bytes.as_bytes() => true,
-            Observed::File {
-                record: Some(r), ..
-            } => r.is_held_by(
-                &held.record.goal_id,
-                held.record.pid,
-                held.record.start_time,
-                held.slot.map(|s| s.0),
-            ),
-            _ => false,
-        };
+        // Our very bytes need no parsing; anything else must still name this holder.
+        let held_by_us = bytes.is_some_and(|bytes| {
+            bytes == held.bytes.as_bytes()
+                || ParsedRecord::parse(&bytes).is_some_and(|r| {
+                    r.is_held_by(
+                        &held.record.goal_id,
+                        held.record.pid,
+                        held.record.start_time,
+                        held.slot.map(|s| s.0),
+                    )
+                })
+        });
         if held_by_us {
             if ours {
                 lockfile_io::remove_own_publication(&held.target)?;
