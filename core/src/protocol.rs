@@ -133,6 +133,14 @@ impl<'a> MutexGuard<'a> {
     }
 }
 
+impl MutexGuard<'_> {
+    /// For a holder about to close its owner file: closing its open file description frees
+    /// the mutex with every other byte it holds, so no separate unlock is needed.
+    fn freed_by_closing(guard: Option<Self>) {
+        std::mem::forget(guard);
+    }
+}
+
 impl Drop for MutexGuard<'_> {
     fn drop(&mut self) {
         self.owners.unlock_mutex(self.offset);
@@ -320,11 +328,11 @@ pub fn check_and_refresh(
 /// goalId + pid + startTime guard, and our kernel byte), then frees the kernel byte.
 /// Returns whether a lockfile was deleted.
 pub fn release(held: &mut Claimed) -> Result<bool, LockError> {
+    let mutex = match &held.owners {
+        Some(owners) => Some(MutexGuard::lock(owners, &held.target)?),
+        None => None,
+    };
     let deleted = {
-        let _mutex = match &held.owners {
-            Some(owners) => Some(MutexGuard::lock(owners, &held.target)?),
-            None => None,
-        };
         // Our own spare still linked there is read without opening the lockfile again.
         let own = lockfile_io::read_own_publication(&held.target);
         let ours = own.is_some();
@@ -356,7 +364,9 @@ pub fn release(held: &mut Claimed) -> Result<bool, LockError> {
         }
         held_by_us
     };
-    // Closing the owner file frees our byte (and nothing else: the mutex is already free).
+    // Closing the owner file (its only descriptor) frees our byte and the mutex at once:
+    // one syscall instead of an unlock and a close.
+    MutexGuard::freed_by_closing(mutex);
     held.owners = None;
     Ok(deleted)
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::host::host_identity;
+use crate::kernel_lock::SlotState;
 use crate::liveness::{enhanced_verdict, original_verdict};
 use crate::test_support::TempDir;
 use std::fs::File;
@@ -85,6 +86,24 @@ fn claim_then_busy_then_release_then_claim() {
     assert!(!target.path.exists());
     assert!(!release(&mut a).unwrap(), "release is idempotent");
     let _b = claimed(claim(&target, "b"));
+}
+
+#[test]
+fn release_frees_the_holder_byte_and_the_mutex() {
+    let dir = TempDir::new("proto-release-frees");
+    let target = LockTarget::new(dir.path().join("h.lock"));
+    let mut a = claimed(claim(&target, "a"));
+    let slot = a.slot.expect("a holder byte on Linux");
+    let other = OwnerFile::open(&target.dir, false).unwrap().unwrap();
+    let mutex = mutex_offset(target.file_name());
+    assert_eq!(other.probe(slot.0).unwrap(), SlotState::Held);
+    assert_eq!(other.probe(mutex).unwrap(), SlotState::Free);
+    assert!(release(&mut a).unwrap());
+    assert!(a.owners.is_none(), "the owner file is closed");
+    // Closing, not unlocking, frees both bytes: another description can take them at once.
+    assert_eq!(other.probe(slot.0).unwrap(), SlotState::Free);
+    assert_eq!(other.probe(mutex).unwrap(), SlotState::Free);
+    assert!(other.try_hold(HolderSlot(mutex)).unwrap());
 }
 
 #[test]
