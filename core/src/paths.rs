@@ -250,12 +250,22 @@ struct OpenHow {
 /// instead of one readlink per component.
 #[cfg(target_os = "linux")]
 fn open_if_symlink_free(path: &Path) -> Option<OwnedFd> {
+    let raw = path.as_os_str().as_bytes();
+    // Below three components realpath's one readlink each costs less than open + close.
+    let components = raw.iter().filter(|&&b| b == b'/').count();
+    if components < 3 {
+        return None;
+    }
+    open_symlink_free(path)
+}
+
+/// `open_if_symlink_free` at any depth.
+#[cfg(target_os = "linux")]
+fn open_symlink_free(path: &Path) -> Option<OwnedFd> {
     use std::os::fd::FromRawFd;
     let raw = path.as_os_str().as_bytes();
-    // Below three components realpath's one readlink each costs less than open + close;
     // `.`, `..` or `//` would make the path differ from its realpath.
-    let components = raw.iter().filter(|&&b| b == b'/').count();
-    if components < 3 || normalize(raw, true) != raw {
+    if normalize(raw, true) != raw {
         return None;
     }
     let c_path = CString::new(raw).ok()?;
@@ -282,6 +292,11 @@ fn open_if_symlink_free(path: &Path) -> Option<OwnedFd> {
 
 #[cfg(not(target_os = "linux"))]
 fn open_if_symlink_free(_path: &Path) -> Option<OwnedFd> {
+    None
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_symlink_free(_path: &Path) -> Option<OwnedFd> {
     None
 }
 
@@ -397,6 +412,25 @@ pub fn workspace_lock_path(cwd: &str, ctx: &PathContext) -> Result<PathBuf, Lock
 }
 
 fn locks_dir_of(abs_cwd: &Path, ctx: &PathContext) -> Result<PathBuf, LockError> {
+    let crew = match crew_in_symlink_free_cwd(abs_cwd) {
+        Some(crew) => crew,
+        None => crew_root_by_walking(abs_cwd, ctx)?,
+    };
+    Ok(node_join(&node_join(&crew, "state"), "workspace-locks"))
+}
+
+/// pi-crew's usual case in one openat2 and a close: `absCwd/.crew` opened with no symlink
+/// in any component. Then absCwd is its own realpath and holds a marker, so the walk stops
+/// there at once: it is the repo root, or it is home, tmp or `/` and absCwd hosts `.crew`
+/// anyway. The same folder either way, so neither home, tmp nor another marker is looked
+/// at; and `.crew`, no symlink, is its own realpath. Anything else (no `.crew`, a symlink,
+/// an error) takes the full walk, which reports errors as Node would.
+fn crew_in_symlink_free_cwd(abs_cwd: &Path) -> Option<PathBuf> {
+    let crew = node_join(abs_cwd, ".crew");
+    open_symlink_free(&crew).map(|_closed_at_once| crew)
+}
+
+fn crew_root_by_walking(abs_cwd: &Path, ctx: &PathContext) -> Result<PathBuf, LockError> {
     let walk = walk_to_repo_root(abs_cwd, ctx)?;
     let crew = match &walk.root {
         Some((root, marker)) => crew_root_of(walk.dir(root), walk.canonical, Some(*marker))?,
@@ -411,7 +445,7 @@ fn locks_dir_of(abs_cwd: &Path, ctx: &PathContext) -> Result<PathBuf, LockError>
             )?
         }
     };
-    Ok(node_join(&node_join(&crew, "state"), "workspace-locks"))
+    Ok(crew)
 }
 
 /// The index of the first marker present in `dir` (fs.existsSync: any stat error, ENOENT,
@@ -1145,6 +1179,53 @@ mod tests {
         let lone = l.touch("home/lone.txt");
         let lock = workspace_lock_path(s(&lone), &l.ctx).expect("lock");
         assert_same(&lock, &expected_lock(&lone.join(".crew"), &lone));
+    }
+
+    #[test]
+    fn crew_at_the_cwd_takes_the_short_way_and_agrees_with_the_walk() {
+        let l = Layout::new("crewfast");
+        let cases = [
+            ("home", true),            // the cwd is home: no repo root, home hosts .crew
+            ("tmp", true),             // the same for tmp
+            ("home/proj", true),       // .crew beside .git
+            ("home/proj/sub", true),   // .crew in a folder of a repo: itself a marker
+            ("home/file-crew", true),  // .crew a regular file: still a marker, its own path
+            ("home/link-crew", false), // .crew a symlink: realpath'd by the walk
+            ("alias/sub", false),      // a symlinked ancestor: the walk's realpath
+            ("home/bare", false),      // no .crew at all
+        ];
+        l.mkdir("home/proj/.git");
+        l.mkdir("home/proj/sub");
+        l.touch("home/file-crew/.crew");
+        l.mkdir("elsewhere/crew");
+        l.mkdir("home/link-crew");
+        symlink(
+            l.root.join("elsewhere/crew"),
+            l.root.join("home/link-crew/.crew"),
+        )
+        .expect("ln");
+        symlink(l.root.join("home/proj"), l.root.join("alias")).expect("ln");
+        l.mkdir("home/bare");
+        for (rel, short) in cases {
+            let cwd = l.root.join(rel);
+            if !cwd.join(".crew").exists() && rel != "home/bare" {
+                l.mkdir(&format!("{rel}/.crew"));
+            }
+            let fast = crew_in_symlink_free_cwd(&cwd);
+            assert_eq!(fast.is_some(), short, "{rel}");
+            let walked = crew_root_by_walking(&cwd, &l.ctx).expect("walk");
+            if let Some(fast) = fast {
+                assert_same(&fast, &walked);
+            }
+            let expected = match rel {
+                "home/link-crew" => l.root.join("elsewhere/crew"),
+                "alias/sub" => l.root.join("home/proj/sub/.crew"),
+                _ => cwd.join(".crew"),
+            };
+            assert_same(&walked, &expected);
+            let lock = workspace_lock_path(s(&cwd), &l.ctx).expect("lock");
+            assert_same(&lock, &expected_lock(&expected, &cwd));
+        }
     }
 
     #[test]
