@@ -553,6 +553,29 @@ mod tests {
     }
 
     #[test]
+    fn observe_reads_a_record_longer_than_its_first_read_whole() {
+        let dir = TempDir::new("io-observe-long");
+        let t = target(&dir);
+        for len in [FIRST_READ - 60, FIRST_READ, 3 * FIRST_READ] {
+            let goal = "g".repeat(len);
+            let record = format!(
+                r#"{{"pid":1,"startTime":2,"heartbeat":3,"goalId":"{goal}","acquiredAt":"x"}}"#
+            );
+            fs::write(&t.path, &record).unwrap();
+            match observe(&t.path).unwrap() {
+                Observed::File {
+                    bytes, record: r, ..
+                } => {
+                    assert_eq!(bytes, record.as_bytes(), "goal of {len}");
+                    let r = r.expect("parsed");
+                    assert_eq!(r.goal_id().and_then(|g| g.as_str()), Some(goal.as_str()));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn evict_removes_only_what_was_judged() {
         let dir = TempDir::new("io-evict");
         let t = target(&dir);

@@ -107,6 +107,25 @@ fn release_frees_the_holder_byte_and_the_mutex() {
 }
 
 #[test]
+fn a_goal_id_longer_than_one_read_claims_and_releases_like_any_other() {
+    let dir = TempDir::new("proto-long-goal");
+    let target = LockTarget::new(dir.path().join("h.lock"));
+    let long = "L".repeat(10_000);
+    let mut a = claimed(claim(&target, &long));
+    assert_eq!(fs::read_to_string(&target.path).unwrap(), a.bytes);
+    assert_eq!(
+        busy_goal(claim(&target, "b")).as_deref(),
+        Some(long.as_str())
+    );
+    assert!(
+        release(&mut a).unwrap(),
+        "our own long record is recognised"
+    );
+    assert!(!target.path.exists());
+    let _b = claimed(claim(&target, "b"));
+}
+
+#[test]
 fn a_dead_holder_is_reclaimed_at_once() {
     let dir = TempDir::new("proto-dead");
     let target = LockTarget::new(dir.path().join("h.lock"));
