@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use workspace_lock_core::js_semantics::node_path_join;
 use workspace_lock_core::kernel_lock::OwnerFile;
 use workspace_lock_core::liveness::Verdict;
-use workspace_lock_core::lockfile_io::{observe, Observed};
+use workspace_lock_core::lockfile_io::{observe_workspace_lock, Observed};
 use workspace_lock_core::paths::{workspace_lock_path as core_lock_path, PathContext};
 use workspace_lock_core::process_probe::start_time_of;
 use workspace_lock_core::protocol::reclaim_stale;
@@ -182,11 +182,12 @@ pub fn is_workspace_busy<'env>(
     opts: Option<Unknown<'env>>,
 ) -> Result<Unknown<'env>> {
     run_judged(env, cwd, "cwd", opts, |raw, cwd, judge| {
-        let path = lock_path_of(&cwd)?;
+        let ctx = PathContext::for_cwd(&cwd)?;
+        let (path, seen) = observe_workspace_lock(&cwd, &ctx)?;
         let Observed::File {
             record: Some(record),
             ..
-        } = observe(&path)?
+        } = seen
         else {
             return Ok(js::undefined(raw));
         };

@@ -6,6 +6,7 @@
 
 use crate::error::LockError;
 use crate::kernel_lock::unique_u64;
+use crate::paths::{open_without_symlinks, PathContext, UsualLockPath};
 use crate::record::ParsedRecord;
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -119,7 +120,7 @@ pub fn observe(path: &Path) -> Result<Observed, LockError> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path);
-    let mut file = match opened {
+    let file = match opened {
         Ok(f) => f,
         Err(e) => {
             return match e.raw_os_error() {
@@ -138,6 +139,11 @@ pub fn observe(path: &Path) -> Result<Observed, LockError> {
             };
         }
     };
+    observe_opened(path, file)
+}
+
+/// `observe` of the entry at `path` already opened read-only and non-blocking.
+pub fn observe_opened(path: &Path, mut file: File) -> Result<Observed, LockError> {
     // One read is enough for a record (a short regular file returns all it has). Only what
     // does not parse as a record with a heartbeat needs an fstat (directory? FIFO? age?).
     let mut bytes = vec![0u8; FIRST_READ];
@@ -182,6 +188,33 @@ pub fn observe(path: &Path) -> Result<Observed, LockError> {
         record,
         modified: Some(modified),
     })
+}
+
+/// workspaceLockPath(cwd) and what is there, the lockfile looked at first where pi-crew
+/// usually keeps it: when that opens symlink-free it is the lock path, and the path costs
+/// no more than that open. A lockfile found missing there counts once `.crew` is seen
+/// symlink-free: the path is then learnt just after the look rather than just before,
+/// an equally close pair of instants.
+pub fn observe_workspace_lock(
+    cwd: &str,
+    ctx: &PathContext,
+) -> Result<(PathBuf, Observed), LockError> {
+    let usual = UsualLockPath::of(cwd, ctx);
+    match open_without_symlinks(&usual.path, libc::O_RDONLY | libc::O_NONBLOCK) {
+        Ok(fd) => {
+            let seen = observe_opened(&usual.path, File::from(fd))?;
+            return Ok((usual.path, seen));
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && usual.crew_is_symlink_free() => {
+            return Ok((usual.path, Observed::Absent));
+        }
+        // A symlink, a socket, another layout, an error to report as Node would: the
+        // ordinary way, which tells them apart.
+        Err(_) => {}
+    }
+    let path = usual.walked(ctx)?;
+    let seen = observe(&path)?;
+    Ok((path, seen))
 }
 
 /// Bytes read at once from a lockfile: far more than any record.
@@ -572,6 +605,96 @@ mod tests {
                 }
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn observe_workspace_lock_agrees_with_the_lock_path_in_every_layout() {
+        use crate::paths::workspace_lock_path;
+        use std::os::unix::fs::symlink;
+        let dir = TempDir::new("io-observe-ws");
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let ctx = PathContext {
+            process_cwd: root.clone(),
+            home: root.join("home"),
+            tmp: root.join("tmp"),
+        };
+        let mk = |rel: &str| {
+            let p = root.join(rel);
+            fs::create_dir_all(&p).unwrap();
+            p
+        };
+        mk("home/usual/.crew");
+        mk("home/nocrew/.git");
+        mk("home/linked/.git");
+        mk("elsewhere/crew");
+        symlink(root.join("elsewhere/crew"), root.join("home/linked/.crew")).unwrap();
+        symlink(root.join("home/usual"), root.join("alias")).unwrap();
+        mk("home/lockislink/.crew");
+        mk("home/nocrew/sub");
+        mk("home/legacy/.pi");
+        let record = |goal: &str| {
+            format!(r#"{{"pid":1,"startTime":2,"heartbeat":3,"goalId":"{goal}","acquiredAt":"x"}}"#)
+        };
+        let cases = [
+            "home/usual",
+            "home/nocrew",
+            "home/nocrew/sub", // the repo root above: its .crew, not the cwd's
+            "home/legacy",     // .pi/teams
+            "home/linked",
+            "alias",
+            "home/lockislink",
+            "home/missing/cwd",
+        ];
+        for rel in cases {
+            let cwd = root.join(rel);
+            let cwd = cwd.to_str().unwrap();
+            let expected = workspace_lock_path(cwd, &ctx).unwrap();
+            // Nothing there yet.
+            let (path, seen) = observe_workspace_lock(cwd, &ctx).unwrap();
+            assert_eq!(path, expected, "{rel}");
+            assert_eq!(seen, Observed::Absent, "{rel}");
+            if rel == "home/missing/cwd" {
+                continue;
+            }
+            fs::create_dir_all(expected.parent().unwrap()).unwrap();
+            if rel == "home/lockislink" {
+                symlink(root.join("elsewhere/crew"), &expected).unwrap();
+                let (path, seen) = observe_workspace_lock(cwd, &ctx).unwrap();
+                assert_eq!(path, expected);
+                assert!(matches!(seen, Observed::NotAFile { .. }), "{seen:?}");
+                continue;
+            }
+            fs::write(&expected, record(rel)).unwrap();
+            let (path, seen) = observe_workspace_lock(cwd, &ctx).unwrap();
+            assert_eq!(path, expected, "{rel}");
+            match seen {
+                Observed::File {
+                    bytes,
+                    record: Some(r),
+                    ..
+                } => {
+                    assert_eq!(bytes, record(rel).as_bytes());
+                    assert_eq!(r.goal_id().and_then(|g| g.as_str()), Some(rel));
+                }
+                other => panic!("{rel}: {other:?}"),
+            }
+        }
+        // A directory at the lock path, and errors, come out as the ordinary look gives them.
+        let cwd = root.join("home/usual");
+        let lock = workspace_lock_path(cwd.to_str().unwrap(), &ctx).unwrap();
+        fs::remove_file(&lock).unwrap();
+        fs::create_dir(&lock).unwrap();
+        let (_, seen) = observe_workspace_lock(cwd.to_str().unwrap(), &ctx).unwrap();
+        assert_eq!(seen, Observed::Directory);
+        assert!(matches!(
+            observe_workspace_lock("a\0b", &ctx),
+            Err(LockError::Type(_))
+        ));
+        fs::write(root.join("home/file"), b"").unwrap();
+        match observe_workspace_lock(root.join("home/file/sub").to_str().unwrap(), &ctx) {
+            Err(LockError::Io(e)) => assert_eq!((e.code(), e.syscall), ("ENOTDIR", "realpath")),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -260,17 +260,25 @@ fn open_if_symlink_free(path: &Path) -> Option<OwnedFd> {
 }
 
 /// `open_if_symlink_free` at any depth.
-#[cfg(target_os = "linux")]
 fn open_symlink_free(path: &Path) -> Option<OwnedFd> {
+    open_without_symlinks(path, libc::O_PATH).ok()
+}
+
+/// Opens an absolute, normalised `path` with `flags` (plus O_CLOEXEC) only if no component
+/// of it, the last included, is a symlink: ELOOP if one is, ENOENT if one is missing...
+/// EINVAL for a path that is not normalised (it would differ from its realpath).
+#[cfg(target_os = "linux")]
+pub fn open_without_symlinks(path: &Path, flags: libc::c_int) -> std::io::Result<OwnedFd> {
+    use std::io::{Error, ErrorKind};
     use std::os::fd::FromRawFd;
     let raw = path.as_os_str().as_bytes();
     // `.`, `..` or `//` would make the path differ from its realpath.
     if normalize(raw, true) != raw {
-        return None;
+        return Err(Error::from(ErrorKind::InvalidInput));
     }
-    let c_path = CString::new(raw).ok()?;
+    let c_path = CString::new(raw).map_err(|_| Error::from(ErrorKind::InvalidInput))?;
     let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        flags: (flags | libc::O_CLOEXEC) as u64,
         mode: 0,
         resolve: libc::RESOLVE_NO_SYMLINKS,
     };
@@ -285,9 +293,12 @@ fn open_symlink_free(path: &Path) -> Option<OwnedFd> {
             std::mem::size_of::<OpenHow>(),
         )
     };
-    let fd = libc::c_int::try_from(ret).ok().filter(|fd| *fd >= 0)?;
+    if ret < 0 {
+        return Err(Error::last_os_error());
+    }
+    let fd = libc::c_int::try_from(ret).map_err(|_| Error::from(ErrorKind::InvalidData))?;
     // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -295,9 +306,10 @@ fn open_if_symlink_free(_path: &Path) -> Option<OwnedFd> {
     None
 }
 
+/// Without openat2 no path is proven symlink-free: callers take their full way.
 #[cfg(not(target_os = "linux"))]
-fn open_symlink_free(_path: &Path) -> Option<OwnedFd> {
-    None
+pub fn open_without_symlinks(_path: &Path, _flags: libc::c_int) -> std::io::Result<OwnedFd> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
 }
 
 /// A folder to look names up in: its path, and a handle on it when the walk has one.
@@ -408,7 +420,42 @@ fn realpath_if_exists(
 pub fn workspace_lock_path(cwd: &str, ctx: &PathContext) -> Result<PathBuf, LockError> {
     let abs_cwd = resolve_lexical(&ctx.process_cwd, cwd);
     let dir = locks_dir_of(&abs_cwd, ctx)?;
-    Ok(node_join(&dir, &format!("{}.lock", cwd_hash(&abs_cwd))))
+    Ok(node_join(&dir, &lock_file_name(&abs_cwd)))
+}
+
+fn lock_file_name(abs_cwd: &Path) -> String {
+    format!("{}.lock", cwd_hash(abs_cwd))
+}
+
+/// The lock path of pi-crew's usual layout, `absCwd/.crew/state/workspace-locks/<hash>.lock`,
+/// for a caller that would rather open the lockfile first and learn where it lives after.
+/// It is the lock path exactly when it opens through [`open_without_symlinks`] (then `.crew`
+/// is a folder in a symlink-free cwd: see [`crew_in_symlink_free_cwd`]), or when it is
+/// missing and [`UsualLockPath::crew_is_symlink_free`] says so; else ask
+/// [`UsualLockPath::walked`].
+pub struct UsualLockPath {
+    abs_cwd: PathBuf,
+    pub path: PathBuf,
+}
+
+impl UsualLockPath {
+    pub fn of(cwd: &str, ctx: &PathContext) -> UsualLockPath {
+        let abs_cwd = resolve_lexical(&ctx.process_cwd, cwd);
+        let dir = locks_dir_in(&node_join(&abs_cwd, ".crew"));
+        let path = node_join(&dir, &lock_file_name(&abs_cwd));
+        UsualLockPath { abs_cwd, path }
+    }
+
+    /// Whether `absCwd/.crew` opens symlink-free, making [`UsualLockPath::path`] the lock path.
+    pub fn crew_is_symlink_free(&self) -> bool {
+        crew_in_symlink_free_cwd(&self.abs_cwd).is_some()
+    }
+
+    /// workspaceLockPath by the full walk, the short way being known not to apply.
+    pub fn walked(&self, ctx: &PathContext) -> Result<PathBuf, LockError> {
+        let dir = locks_dir_in(&crew_root_by_walking(&self.abs_cwd, ctx)?);
+        Ok(node_join(&dir, &lock_file_name(&self.abs_cwd)))
+    }
 }
 
 fn locks_dir_of(abs_cwd: &Path, ctx: &PathContext) -> Result<PathBuf, LockError> {
@@ -416,7 +463,11 @@ fn locks_dir_of(abs_cwd: &Path, ctx: &PathContext) -> Result<PathBuf, LockError>
         Some(crew) => crew,
         None => crew_root_by_walking(abs_cwd, ctx)?,
     };
-    Ok(node_join(&node_join(&crew, "state"), "workspace-locks"))
+    Ok(locks_dir_in(&crew))
+}
+
+fn locks_dir_in(crew_root: &Path) -> PathBuf {
+    node_join(&node_join(crew_root, "state"), "workspace-locks")
 }
 
 /// pi-crew's usual case in one openat2 and a close: `absCwd/.crew` opened with no symlink
