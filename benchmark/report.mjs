@@ -211,14 +211,16 @@ function targetsReading(R) {
       `**Uncontended cycle.** 5× the original is ${fmt(ORIGINAL.cycle_us / 5)} µs. The syscall floor, which does nothing but ` +
         `create and delete a lockfile, takes ${fmt(floor)} µs here, and its spare-inode variant ${fmt(floorLink)} µs; what a ` +
         `correct lock adds to it (the lock path, resolved again on every call; the kernel mutex around claim and release; the ` +
-        `holder's kernel lock; reading the record back before deleting it) is about 15 syscalls at 1–1.5 µs each on this VM.`,
+        `holder's kernel lock; reading the record back before deleting it) is about 10 syscalls at 1–1.5 µs each on this VM, ` +
+        `each of them walking the lock path's components from \`/\`.`,
     )
   if (unmet.some((w) => w.startsWith('isWorkspaceBusy')))
     parts.push(
       `**Busy checks.** 4× the original is ${fmt(ORIGINAL.busyFree_us / 4)} µs free and ${fmt(ORIGINAL.busyHeld_us / 4)} µs held. ` +
-        `\`workspaceLockPath(cwd)\` alone takes ${fmt(path)} µs of every check (an openat2 proving the cwd free of symlinks, ` +
-        `the home dir's realpath, the marker and \`.crew\` lookups), and it must run on every call: repo markers are not cached, ` +
-        `since they can change under the caller. The original's figures include its 30 s repo-root cache.`,
+        `\`workspaceLockPath(cwd)\` alone takes ${fmt(path)} µs (an openat2 of \`<cwd>/.crew\` that refuses symlinks, and its ` +
+        `close); a check opens the lockfile itself that way, then reads it and, if held, probes the holder's kernel lock (open, ` +
+        `fcntl, close): 3 syscalls free and 6 held. Nothing is cached: repo markers can change under the caller. The ` +
+        `original's figures include its 30 s repo-root cache.`,
     )
   if (unmet.includes('reclaimStaleLocks, 10,000 stale'))
     parts.push(
