@@ -248,7 +248,6 @@ struct OpenHow {
 /// An O_PATH handle on `path` when it is absolute, normalised, exists and has no symlink
 /// in any component: then it is its own realpath, found in one openat2 (plus a close)
 /// instead of one readlink per component.
-#[cfg(target_os = "linux")]
 fn open_if_symlink_free(path: &Path) -> Option<OwnedFd> {
     let raw = path.as_os_str().as_bytes();
     // Below three components realpath's one readlink each costs less than open + close.
@@ -299,11 +298,6 @@ pub fn open_without_symlinks(path: &Path, flags: libc::c_int) -> std::io::Result
     let fd = libc::c_int::try_from(ret).map_err(|_| Error::from(ErrorKind::InvalidData))?;
     // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-#[cfg(not(target_os = "linux"))]
-fn open_if_symlink_free(_path: &Path) -> Option<OwnedFd> {
-    None
 }
 
 /// Without openat2 no path is proven symlink-free: callers take their full way.

@@ -131,9 +131,7 @@ impl<'a> MutexGuard<'a> {
         owners.lock_mutex(offset)?;
         Ok(MutexGuard { owners, offset })
     }
-}
 
-impl MutexGuard<'_> {
     /// For a holder about to close its owner file: closing its open file description frees
     /// the mutex with every other byte it holds, so no separate unlock is needed.
     fn freed_by_closing(guard: Option<Self>) {
