@@ -449,8 +449,9 @@ function reading(R) {
     const b = R.busy
     p.push(
       `**A busy check costs ${fmt(b.free[OURS]?.median_us)} µs on a free workspace and ${fmt(b.held[OURS]?.median_us)} µs on a held one**, ` +
-        `of which ${fmt(b.ours_path_us)} µs is \`workspaceLockPath(cwd)\` (realpath, the walk up to the repository root ` +
-        `and the hash); the other libraries are handed the lock path and do one stat or open, after a realpath for ` +
+        `where \`workspaceLockPath(cwd)\` alone takes ${fmt(b.ours_path_us)} µs (the hash and, with \`.crew\` in the workspace as ` +
+        `here, one openat2 that refuses symlinks; elsewhere the realpath and the walk up to the repository root); a check ` +
+        `opens the lockfile by that same openat2 first. The other libraries are handed the lock path and do one stat or open, after a realpath for ` +
         `proper-lockfile (` +
         `proper-lockfile ${fmt(b.free['proper-lockfile']?.median_us)}/${fmt(b.held['proper-lockfile']?.median_us)} µs, ` +
         `lockfile ${fmt(b.free.lockfile?.median_us)}/${fmt(b.held.lockfile?.median_us)} µs, floor ` +
