@@ -114,6 +114,23 @@ describe('crashed holders are recovered at once', () => {
     h.release()
   })
 
+  it('wakes a waiter when the lock directory is removed, and the holder learns it lost the lock', { timeout: 20_000 }, async () => {
+    const cwd = workspace()
+    const holder = startChild('holder.mjs', [cwd, JSON.stringify({ heartbeatStaleMs: 1500 })])
+    const lockPath = (await holder.nextLine()).replace(/^held /, '')
+    const waiting = lock.acquireWorkspaceLock(cwd, 'waiter', { pollMs: 3_600_000, heartbeatStaleMs: 1500 })
+    await sleep(50)
+    const t0 = process.hrtime.bigint()
+    // Synchronous, so the waiter's next attempt runs only once the whole tree is gone.
+    fs.rmSync(path.join(cwd, '.crew', 'state'), { recursive: true, force: true })
+    const h = await waiting
+    assert.ok(ms(t0) < 1000, `woke after ${ms(t0)} ms`)
+    assert.equal(JSON.parse(fs.readFileSync(lockPath, 'utf8')).goalId, 'waiter')
+    assert.match(await holder.nextLine(5_000), /^compromised /)
+    h.release()
+    holder.kill('SIGKILL')
+  })
+
   it('recovers from a dead holder of the original module by its pid, and wakes on its exit', { timeout: 20_000 }, async () => {
     const cwd = workspace()
     const lockPath = lock.workspaceLockPath(cwd)
