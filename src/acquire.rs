@@ -24,8 +24,11 @@ use workspace_lock_core::js_semantics::{iso_string, template_string};
 use workspace_lock_core::kernel_lock::{HolderSlot, OwnerFile, OWNER_FILE_NAME};
 use workspace_lock_core::liveness::Verdict;
 use workspace_lock_core::lockfile_io::{observe, LockTarget, Observed};
+use workspace_lock_core::paths::PathContext;
 use workspace_lock_core::process_probe::{own_pid, start_time_of};
-use workspace_lock_core::protocol::{try_claim, Busy, ClaimOutcome, Claimant};
+use workspace_lock_core::protocol::{
+    lock_path_for_claim, try_claim_with, Busy, ClaimOutcome, Claimant,
+};
 use workspace_lock_core::record::{NewRecord, ParsedRecord};
 use workspace_lock_core::waiting::{self, HolderWatch, WaitId, WaitSpec};
 
@@ -102,7 +105,13 @@ fn is_aborted(env: Env, signal: Option<JsValue>) -> JsResult<bool> {
 }
 
 /// One turn of the original's loop.
-fn attempt(env: Env, request: &Request, callbacks: &Callbacks) -> JsResult<Step> {
+/// `owners`: the directory's owner file when finding the lock path already opened it.
+fn attempt(
+    env: Env,
+    request: &Request,
+    callbacks: &Callbacks,
+    owners: Option<OwnerFile>,
+) -> JsResult<Step> {
     if is_aborted(env, callbacks.signal)? {
         return Err(Fail::Lock(LockError::Aborted(format!(
             "workspace lock acquisition aborted for goal {} (cwd={})",
@@ -113,7 +122,12 @@ fn attempt(env: Env, request: &Request, callbacks: &Callbacks) -> JsResult<Step>
         request,
         judge: Judge::new(env, &callbacks.judge),
     };
-    match try_claim(&request.target, &mut claimant, request.heartbeat_stale_ms)? {
+    match try_claim_with(
+        &request.target,
+        &mut claimant,
+        request.heartbeat_stale_ms,
+        owners,
+    )? {
         ClaimOutcome::Claimed(claim) => {
             let on_lost = match callbacks.on_compromised {
                 Some(f) => Some(lost_notifier(env, f, &request.goal_id, &request.cwd)?),
@@ -181,7 +195,7 @@ fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsR
     let cwd = crate::options::require_string(env, cwd, "cwd")?;
     let goal_id = crate::options::require_string(env, goal_id, "goalId")?;
     let options: AcquireOptions = crate::options::acquire_options(env, opts)?;
-    let lock_path = crate::lock_path_of(&cwd)?;
+    let (lock_path, owners) = lock_path_for_claim(&cwd, &PathContext::for_cwd(&cwd)?)?;
     let pid = options.pid.unwrap_or(f64::from(own_pid()));
     let judge = Judge::new(env, &options.judge);
     let written_start_time = judge.start_time(Some(&serde_json::Value::from(pid)))?;
@@ -208,7 +222,7 @@ fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsR
         signal: options.signal,
         on_compromised: options.on_compromised,
     };
-    Ok(match attempt(env, &request, &callbacks)? {
+    Ok(match attempt(env, &request, &callbacks, owners)? {
         Step::Acquired(handle) => Started::Done(handle),
         Step::Wait(busy) => Started::Waiting(Box::new((request, callbacks, busy))),
     })
@@ -399,7 +413,7 @@ fn retry(env: Env, id: u64) {
         signal: pending.signal.as_ref().map(JsRef::get),
         on_compromised: pending.on_compromised.as_ref().map(JsRef::get),
     };
-    match attempt(env, &pending.request, &callbacks) {
+    match attempt(env, &pending.request, &callbacks, None) {
         Ok(Step::Acquired(handle)) => finish(env, pending, Ok(handle)),
         // A callback may have aborted the signal during this attempt.
         Ok(Step::Wait(_)) if matches!(is_aborted(env, callbacks.signal), Ok(true)) => {

@@ -10,6 +10,7 @@
 //!   recorded in the lockfile (`ownerLock`), so a dead holder is recognised without any pid.
 
 use crate::error::LockError;
+use crate::paths::open_without_symlinks;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -81,6 +82,18 @@ impl OwnerFile {
             Err(e) if !create && e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(LockError::io(&e, "open", &path)),
         }
+    }
+
+    /// The owner file of `dir`, created if needed, opened only if no component of its path
+    /// is a symlink ([`open_without_symlinks`]): for pi-crew's usual locks directory, where
+    /// that success also settles the lock path ([`crate::paths::UsualLockPath`]).
+    pub fn open_symlink_free(dir: &Path) -> std::io::Result<OwnerFile> {
+        let path = dir.join(OWNER_FILE_NAME);
+        let fd = open_without_symlinks(&path, libc::O_RDWR | libc::O_CREAT, 0o644)?;
+        Ok(OwnerFile {
+            file: File::from(fd),
+            path,
+        })
     }
 
     /// Blocks until the per-name mutex is ours. Held for microseconds by other processes;

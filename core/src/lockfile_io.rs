@@ -200,7 +200,7 @@ pub fn observe_workspace_lock(
     ctx: &PathContext,
 ) -> Result<(PathBuf, Observed), LockError> {
     let usual = UsualLockPath::of(cwd, ctx);
-    match open_without_symlinks(&usual.path, libc::O_RDONLY | libc::O_NONBLOCK) {
+    match open_without_symlinks(&usual.path, libc::O_RDONLY | libc::O_NONBLOCK, 0) {
         Ok(fd) => {
             let seen = observe_opened(&usual.path, File::from(fd))?;
             return Ok((usual.path, seen));

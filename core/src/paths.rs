@@ -260,14 +260,19 @@ fn open_if_symlink_free(path: &Path) -> Option<OwnedFd> {
 
 /// `open_if_symlink_free` at any depth.
 fn open_symlink_free(path: &Path) -> Option<OwnedFd> {
-    open_without_symlinks(path, libc::O_PATH).ok()
+    open_without_symlinks(path, libc::O_PATH, 0).ok()
 }
 
-/// Opens an absolute, normalised `path` with `flags` (plus O_CLOEXEC) only if no component
-/// of it, the last included, is a symlink: ELOOP if one is, ENOENT if one is missing...
-/// EINVAL for a path that is not normalised (it would differ from its realpath).
+/// Opens an absolute, normalised `path` with `flags` (plus O_CLOEXEC; `mode` if it creates)
+/// only if no component of it, the last included, is a symlink: ELOOP if one is, ENOENT if
+/// one is missing... EINVAL for a path that is not normalised (it would differ from its
+/// realpath).
 #[cfg(target_os = "linux")]
-pub fn open_without_symlinks(path: &Path, flags: libc::c_int) -> std::io::Result<OwnedFd> {
+pub fn open_without_symlinks(
+    path: &Path,
+    flags: libc::c_int,
+    mode: u32,
+) -> std::io::Result<OwnedFd> {
     use std::io::{Error, ErrorKind};
     use std::os::fd::FromRawFd;
     let raw = path.as_os_str().as_bytes();
@@ -278,7 +283,7 @@ pub fn open_without_symlinks(path: &Path, flags: libc::c_int) -> std::io::Result
     let c_path = CString::new(raw).map_err(|_| Error::from(ErrorKind::InvalidInput))?;
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: 0,
+        mode: u64::from(mode),
         resolve: libc::RESOLVE_NO_SYMLINKS,
     };
     // SAFETY: a NUL-terminated path and an open_how whose size is passed with it, both
@@ -302,7 +307,11 @@ pub fn open_without_symlinks(path: &Path, flags: libc::c_int) -> std::io::Result
 
 /// Without openat2 no path is proven symlink-free: callers take their full way.
 #[cfg(not(target_os = "linux"))]
-pub fn open_without_symlinks(_path: &Path, _flags: libc::c_int) -> std::io::Result<OwnedFd> {
+pub fn open_without_symlinks(
+    _path: &Path,
+    _flags: libc::c_int,
+    _mode: u32,
+) -> std::io::Result<OwnedFd> {
     Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
 }
 
@@ -422,13 +431,14 @@ fn lock_file_name(abs_cwd: &Path) -> String {
 }
 
 /// The lock path of pi-crew's usual layout, `absCwd/.crew/state/workspace-locks/<hash>.lock`,
-/// for a caller that would rather open the lockfile first and learn where it lives after.
-/// It is the lock path exactly when it opens through [`open_without_symlinks`] (then `.crew`
-/// is a folder in a symlink-free cwd: see [`crew_in_symlink_free_cwd`]), or when it is
-/// missing and [`UsualLockPath::crew_is_symlink_free`] says so; else ask
-/// [`UsualLockPath::walked`].
+/// for a caller that would rather open a file there first and learn where the lock lives
+/// after. It is the lock path exactly when that lockfile, or anything else in `dir`, opens
+/// through [`open_without_symlinks`] (then `.crew` is a folder in a symlink-free cwd: see
+/// [`crew_in_symlink_free_cwd`]), or when [`UsualLockPath::crew_is_symlink_free`] says so;
+/// else ask [`UsualLockPath::walked`].
 pub struct UsualLockPath {
     abs_cwd: PathBuf,
+    pub dir: PathBuf,
     pub path: PathBuf,
 }
 
@@ -437,7 +447,7 @@ impl UsualLockPath {
         let abs_cwd = resolve_lexical(&ctx.process_cwd, cwd);
         let dir = locks_dir_in(&node_join(&abs_cwd, ".crew"));
         let path = node_join(&dir, &lock_file_name(&abs_cwd));
-        UsualLockPath { abs_cwd, path }
+        UsualLockPath { abs_cwd, dir, path }
     }
 
     /// Whether `absCwd/.crew` opens symlink-free, making [`UsualLockPath::path`] the lock path.

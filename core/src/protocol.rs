@@ -9,10 +9,11 @@ use crate::error::LockError;
 use crate::kernel_lock::{mutex_offset, HolderSlot, OwnerFile};
 use crate::liveness::{StaleReason, Verdict};
 use crate::lockfile_io::{self, evict, observe, publish, Eviction, LockTarget, Observed};
+use crate::paths::{workspace_lock_path, PathContext, UsualLockPath};
 use crate::record::{NewRecord, ParsedRecord};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long an unreadable lockfile (empty, unparsable, a symlink…) counts as a claim still
@@ -145,23 +146,50 @@ impl Drop for MutexGuard<'_> {
     }
 }
 
+/// workspaceLockPath(cwd) for a claim, with the owner file the claim needs opened on the way:
+/// in pi-crew's usual layout, opening (creating) `.owners` symlink-free settles the path
+/// ([`UsualLockPath`]), so the claim costs no separate look at `.crew`. Elsewhere (no locks
+/// directory yet, symlinks, another layout, no openat2) the path is computed as usual and
+/// the claim opens the owner file itself.
+pub fn lock_path_for_claim(
+    cwd: &str,
+    ctx: &PathContext,
+) -> Result<(PathBuf, Option<OwnerFile>), LockError> {
+    let usual = UsualLockPath::of(cwd, ctx);
+    match OwnerFile::open_symlink_free(&usual.dir) {
+        Ok(owners) => Ok((usual.path, Some(owners))),
+        Err(_) => Ok((workspace_lock_path(cwd, ctx)?, None)),
+    }
+}
+
 /// One attempt to take the lock: claims it if it is absent or stale, else reports the holder.
 pub fn try_claim<C: Claimant>(
     target: &LockTarget,
     claimant: &mut C,
     heartbeat_stale_ms: f64,
 ) -> Result<ClaimOutcome, C::Error> {
+    try_claim_with(target, claimant, heartbeat_stale_ms, None)
+}
+
+/// `try_claim` with the directory's owner file already open (see
+/// [`OwnerFile::open_symlink_free`]), used instead of opening it again.
+pub fn try_claim_with<C: Claimant>(
+    target: &LockTarget,
+    claimant: &mut C,
+    heartbeat_stale_ms: f64,
+    mut opened: Option<OwnerFile>,
+) -> Result<ClaimOutcome, C::Error> {
     let grace = unreadable_grace(heartbeat_stale_ms);
     let mut last_busy = Busy { holder: None };
     for _ in 0..MAX_ROUNDS {
         let seen = observe(&target.path)?;
         // Opened (if it exists) only to judge a record; the claim reuses it.
-        let probe = match &seen {
+        let probe = opened.take().or_else(|| match &seen {
             Observed::File {
                 record: Some(_), ..
             } => OwnerFile::open(&target.dir, false).ok().flatten(),
             _ => None,
-        };
+        });
         let reclaimed = match decide(&seen, target, claimant, grace, probe.as_ref())? {
             Decision::Busy(busy) => return Ok(ClaimOutcome::Busy(busy)),
             Decision::Claim(reason) => reason.map(|reason| Reclaim {

@@ -126,6 +126,54 @@ fn a_goal_id_longer_than_one_read_claims_and_releases_like_any_other() {
 }
 
 #[test]
+fn lock_path_for_claim_opens_the_owner_file_only_where_it_settles_the_path() {
+    use crate::kernel_lock::OWNER_FILE_NAME;
+    use crate::paths::{workspace_lock_path, PathContext};
+    use std::os::unix::fs::symlink;
+    let dir = TempDir::new("proto-path-for-claim");
+    let root = fs::canonicalize(dir.path()).unwrap();
+    let ctx = PathContext {
+        process_cwd: root.clone(),
+        home: root.join("home"),
+        tmp: root.join("tmp"),
+    };
+    let mk = |rel: &str| fs::create_dir_all(root.join(rel)).unwrap();
+    mk("home/usual/.crew/state/workspace-locks");
+    mk("home/fresh/.git");
+    mk("home/repo/.crew/state/workspace-locks");
+    mk("home/repo/sub");
+    mk("elsewhere/crew/state/workspace-locks");
+    mk("home/linked");
+    symlink(root.join("elsewhere/crew"), root.join("home/linked/.crew")).unwrap();
+    // (cwd, whether the owner file comes opened)
+    for (rel, opened) in [
+        ("home/usual", true),
+        ("home/fresh", false), // no locks directory yet: the claim creates it
+        ("home/repo/sub", false), // the lock lives in the repo root's .crew
+        ("home/linked", false), // .crew is a symlink: realpath'd by the walk
+    ] {
+        let cwd = root.join(rel);
+        let cwd = cwd.to_str().unwrap();
+        let (path, owners) = lock_path_for_claim(cwd, &ctx).unwrap();
+        assert_eq!(path, workspace_lock_path(cwd, &ctx).unwrap(), "{rel}");
+        assert_eq!(owners.is_some(), opened, "{rel}");
+        let owner_file = path.parent().unwrap().join(OWNER_FILE_NAME);
+        assert_eq!(
+            owner_file.exists(),
+            opened,
+            "{rel}: created only when opened"
+        );
+        // The claim takes it from there, with or without the owner file.
+        let target = LockTarget::new(path.clone());
+        let mut held =
+            claimed(try_claim_with(&target, &mut enhanced(rel), 60_000.0, owners).unwrap());
+        assert_eq!(fs::read_to_string(&path).unwrap(), held.bytes);
+        assert_eq!(busy_goal(claim(&target, "other")).as_deref(), Some(rel));
+        assert!(release(&mut held).unwrap());
+    }
+}
+
+#[test]
 fn a_dead_holder_is_reclaimed_at_once() {
     let dir = TempDir::new("proto-dead");
     let target = LockTarget::new(dir.path().join("h.lock"));
