@@ -613,12 +613,7 @@ mod tests {
         use crate::paths::workspace_lock_path;
         use std::os::unix::fs::symlink;
         let dir = TempDir::new("io-observe-ws");
-        let root = fs::canonicalize(dir.path()).unwrap();
-        let ctx = PathContext {
-            process_cwd: root.clone(),
-            home: root.join("home"),
-            tmp: root.join("tmp"),
-        };
+        let (root, ctx) = crate::test_support::rooted_context(&dir);
         let mk = |rel: &str| {
             let p = root.join(rel);
             fs::create_dir_all(&p).unwrap();

@@ -1,5 +1,6 @@
 //! Helpers for the core's unit tests.
 
+use crate::paths::PathContext;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -28,4 +29,16 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A canonical test root in `dir`, and a path context whose cwd is that root and whose home
+/// and tmp are `root/home` and `root/tmp`, so that every walk stops inside it.
+pub fn rooted_context(dir: &TempDir) -> (PathBuf, PathContext) {
+    let root = std::fs::canonicalize(dir.path()).expect("canonical test root");
+    let ctx = PathContext {
+        process_cwd: root.clone(),
+        home: root.join("home"),
+        tmp: root.join("tmp"),
+    };
+    (root, ctx)
 }

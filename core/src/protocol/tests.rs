@@ -128,15 +128,10 @@ fn a_goal_id_longer_than_one_read_claims_and_releases_like_any_other() {
 #[test]
 fn lock_path_for_claim_opens_the_owner_file_only_where_it_settles_the_path() {
     use crate::kernel_lock::OWNER_FILE_NAME;
-    use crate::paths::{workspace_lock_path, PathContext};
+    use crate::paths::workspace_lock_path;
     use std::os::unix::fs::symlink;
     let dir = TempDir::new("proto-path-for-claim");
-    let root = fs::canonicalize(dir.path()).unwrap();
-    let ctx = PathContext {
-        process_cwd: root.clone(),
-        home: root.join("home"),
-        tmp: root.join("tmp"),
-    };
+    let (root, ctx) = crate::test_support::rooted_context(&dir);
     let mk = |rel: &str| fs::create_dir_all(root.join(rel)).unwrap();
     mk("home/usual/.crew/state/workspace-locks");
     mk("home/fresh/.git");
