@@ -421,9 +421,7 @@ fn realpath_if_exists(
 
 /// The whole thing: workspaceLockPath(cwd).
 pub fn workspace_lock_path(cwd: &str, ctx: &PathContext) -> Result<PathBuf, LockError> {
-    let abs_cwd = resolve_lexical(&ctx.process_cwd, cwd);
-    let dir = locks_dir_of(&abs_cwd, ctx)?;
-    Ok(node_join(&dir, &lock_file_name(&abs_cwd)))
+    UsualLockPath::of(cwd, ctx).resolved(ctx)
 }
 
 fn lock_file_name(abs_cwd: &Path) -> String {
@@ -435,7 +433,7 @@ fn lock_file_name(abs_cwd: &Path) -> String {
 /// after. It is the lock path exactly when that lockfile, or anything else in `dir`, opens
 /// through [`open_without_symlinks`] (then `.crew` is a folder in a symlink-free cwd: see
 /// [`crew_in_symlink_free_cwd`]), or when [`UsualLockPath::crew_is_symlink_free`] says so;
-/// else ask [`UsualLockPath::walked`].
+/// else ask [`UsualLockPath::walked`]. [`UsualLockPath::resolved`] does both.
 pub struct UsualLockPath {
     abs_cwd: PathBuf,
     pub dir: PathBuf,
@@ -452,7 +450,16 @@ impl UsualLockPath {
 
     /// Whether `absCwd/.crew` opens symlink-free, making [`UsualLockPath::path`] the lock path.
     pub fn crew_is_symlink_free(&self) -> bool {
-        crew_in_symlink_free_cwd(&self.abs_cwd).is_some()
+        crew_in_symlink_free_cwd(&self.abs_cwd)
+    }
+
+    /// workspaceLockPath: this path when `.crew` settles it, else the full walk's.
+    pub fn resolved(self, ctx: &PathContext) -> Result<PathBuf, LockError> {
+        if self.crew_is_symlink_free() {
+            Ok(self.path)
+        } else {
+            self.walked(ctx)
+        }
     }
 
     /// workspaceLockPath by the full walk, the short way being known not to apply.
@@ -460,14 +467,6 @@ impl UsualLockPath {
         let dir = locks_dir_in(&crew_root_by_walking(&self.abs_cwd, ctx)?);
         Ok(node_join(&dir, &lock_file_name(&self.abs_cwd)))
     }
-}
-
-fn locks_dir_of(abs_cwd: &Path, ctx: &PathContext) -> Result<PathBuf, LockError> {
-    let crew = match crew_in_symlink_free_cwd(abs_cwd) {
-        Some(crew) => crew,
-        None => crew_root_by_walking(abs_cwd, ctx)?,
-    };
-    Ok(locks_dir_in(&crew))
 }
 
 fn locks_dir_in(crew_root: &Path) -> PathBuf {
@@ -480,9 +479,9 @@ fn locks_dir_in(crew_root: &Path) -> PathBuf {
 /// anyway. The same folder either way, so neither home, tmp nor another marker is looked
 /// at; and `.crew`, no symlink, is its own realpath. Anything else (no `.crew`, a symlink,
 /// an error) takes the full walk, which reports errors as Node would.
-fn crew_in_symlink_free_cwd(abs_cwd: &Path) -> Option<PathBuf> {
-    let crew = node_join(abs_cwd, ".crew");
-    open_symlink_free(&crew).map(|_closed_at_once| crew)
+fn crew_in_symlink_free_cwd(abs_cwd: &Path) -> bool {
+    // The handle is closed at once: only the success matters.
+    open_symlink_free(&node_join(abs_cwd, ".crew")).is_some()
 }
 
 fn crew_root_by_walking(abs_cwd: &Path, ctx: &PathContext) -> Result<PathBuf, LockError> {
@@ -1267,10 +1266,10 @@ mod tests {
                 l.mkdir(&format!("{rel}/.crew"));
             }
             let fast = crew_in_symlink_free_cwd(&cwd);
-            assert_eq!(fast.is_some(), short, "{rel}");
+            assert_eq!(fast, short, "{rel}");
             let walked = crew_root_by_walking(&cwd, &l.ctx).expect("walk");
-            if let Some(fast) = fast {
-                assert_same(&fast, &walked);
+            if fast {
+                assert_same(&cwd.join(".crew"), &walked);
             }
             let expected = match rel {
                 "home/link-crew" => l.root.join("elsewhere/crew"),

@@ -9,7 +9,7 @@ use crate::error::LockError;
 use crate::kernel_lock::{mutex_offset, HolderSlot, OwnerFile};
 use crate::liveness::{StaleReason, Verdict};
 use crate::lockfile_io::{self, evict, observe, publish, Eviction, LockTarget, Observed};
-use crate::paths::{workspace_lock_path, PathContext, UsualLockPath};
+use crate::paths::{PathContext, UsualLockPath};
 use crate::record::{NewRecord, ParsedRecord};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -158,7 +158,7 @@ pub fn lock_path_for_claim(
     let usual = UsualLockPath::of(cwd, ctx);
     match OwnerFile::open_symlink_free(&usual.dir) {
         Ok(owners) => Ok((usual.path, Some(owners))),
-        Err(_) => Ok((workspace_lock_path(cwd, ctx)?, None)),
+        Err(_) => Ok((usual.resolved(ctx)?, None)),
     }
 }
 
