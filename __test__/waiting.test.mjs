@@ -25,6 +25,25 @@ describe('waiters wake at once', () => {
     w.release()
   })
 
+  it('after losing the race to another claim, when that claim is released during its pause', { timeout: 20_000 }, async () => {
+    const cwd = workspace()
+    for (let round = 0; round < 20; round++) {
+      const a = await lock.acquireWorkspaceLock(cwd, 'a')
+      const waiting = lock.acquireWorkspaceLock(cwd, 'waiter', { pollMs: NO_POLL })
+      await sleep(20)
+      a.release()
+      // Claimed in the same tick, before the woken waiter looks: the waiter loses the race
+      // and pauses (5 ms); the release below falls inside that pause.
+      const b = await lock.acquireWorkspaceLock(cwd, 'b', { failOnWorkspaceBusy: true })
+      await sleep(1)
+      const t0 = process.hrtime.bigint()
+      b.release()
+      const w = await waiting
+      assert.ok(ms(t0) < 1000, `round ${round}: ${ms(t0)} ms`)
+      w.release()
+    }
+  })
+
   it('on a release in another process', { timeout: 20_000 }, async () => {
     const cwd = workspace()
     const holder = startChild('holder.mjs', [cwd, JSON.stringify({ goalId: 'other-process' })])

@@ -30,7 +30,7 @@ use workspace_lock_core::protocol::{
     lock_path_for_claim, try_claim_with, Busy, ClaimOutcome, Claimant,
 };
 use workspace_lock_core::record::{NewRecord, ParsedRecord};
-use workspace_lock_core::waiting::{self, HolderWatch, WaitId, WaitSpec};
+use workspace_lock_core::waiting::{self, HolderWatch, WaitId, WaitSpec, WakeReason};
 
 /// The longest fallback wait between two checks (Node's own timer limit).
 const MAX_POLL_MS: f64 = 2_147_483_647.0;
@@ -238,7 +238,7 @@ fn settle(env: Env, deferred: sys::napi_deferred, outcome: JsResult<JsValue>) {
     };
 }
 
-type RetryFn = ThreadsafeFunction<u64, (), (), Status, false>;
+type RetryFn = ThreadsafeFunction<(u64, WakeReason), (), (), Status, false>;
 
 /// An acquisition waiting for its next attempt.
 struct Pending {
@@ -251,6 +251,9 @@ struct Pending {
     abort_listener: Option<JsRef>,
     retry: Arc<RetryFn>,
     wait: Option<WaitId>,
+    /// The holder found at the last attempt: finding another claim after a wake-up means
+    /// a lost race.
+    waited_on: Option<ParsedRecord>,
     /// Arrival order, kept across re-parks: the earliest waiter is woken first.
     order: u64,
 }
@@ -285,10 +288,11 @@ fn begin_waiting(
         napi_env.create_function_from_closure::<(), (), _>("workspaceLockRetry", |_ctx| Ok(()))?;
     // Keeps the event loop alive while waiting, as the original's timer does.
     let retry: RetryFn = base
-        .build_threadsafe_function::<u64>()
+        .build_threadsafe_function::<(u64, WakeReason)>()
         .callee_handled::<false>()
         .build_callback(move |ctx| {
-            retry(ctx.env.raw(), ctx.value);
+            let (id, reason) = ctx.value;
+            retry(ctx.env.raw(), id, reason);
             Ok(())
         })?;
     let abort_listener = match callbacks.signal {
@@ -320,10 +324,13 @@ fn begin_waiting(
         abort_listener,
         retry: Arc::new(retry),
         wait: None,
+        waited_on: None,
         order: ARRIVAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         request,
     };
-    park(pending, id, &busy);
+    let pause =
+        waiting::pause_after_own_release(&pending.request.target.path, busy.holder.as_ref());
+    park(pending, id, busy, pause);
     Ok(())
 }
 
@@ -357,11 +364,13 @@ fn holder_watch(request: &Request, busy: &Busy) -> Option<HolderWatch> {
     }
 }
 
-fn park(mut pending: Pending, id: u64, busy: &Busy) {
+/// Waits for the next event that may free the lock; after a lost race, not before `pause`
+/// has passed (see [`waiting::pause_after`]).
+fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
     let retry = pending.retry.clone();
     let spec = WaitSpec {
         lock_path: pending.request.target.path.clone(),
-        holder: holder_watch(&pending.request, busy),
+        holder: holder_watch(&pending.request, &busy),
         deadline: Instant::now()
             .checked_add(match busy.holder {
                 Some(_) => pending.request.poll,
@@ -370,18 +379,24 @@ fn park(mut pending: Pending, id: u64, busy: &Busy) {
             })
             .unwrap_or_else(Instant::now),
         order: pending.order,
+        pause,
     };
     let lock_path = pending.request.target.path.clone();
     pending.wait = Some(waiting::register(
         spec,
-        Box::new(move |_reason| {
-            retry.call(id, ThreadsafeFunctionCallMode::NonBlocking);
+        Box::new(move |reason| {
+            retry.call((id, reason), ThreadsafeFunctionCallMode::NonBlocking);
         }),
     ));
+    pending.waited_on = busy.holder;
+    let holder = pending.waited_on.clone();
     PENDING.with(|p| p.borrow_mut().insert(id, pending));
+    if pause.is_some() {
+        return; // it looks again when the pause ends, whatever happened meanwhile
+    }
     // A release between our look and the registration raised no event we could see:
     // look once more now that events are watched.
-    let unchanged = match (observe(&lock_path), &busy.holder) {
+    let unchanged = match (observe(&lock_path), &holder) {
         (
             Ok(Observed::File {
                 record: Some(r), ..
@@ -401,7 +416,7 @@ fn take(id: u64) -> Option<Pending> {
 }
 
 /// The next attempt, on the JS thread.
-fn retry(env: Env, id: u64) {
+fn retry(env: Env, id: u64, woken_by: WakeReason) {
     // Gone already (aborted after it was woken): its finish() passed the turn on.
     let Some(pending) = take(id) else { return };
     let callbacks = Callbacks {
@@ -419,7 +434,11 @@ fn retry(env: Env, id: u64) {
         Ok(Step::Wait(_)) if matches!(is_aborted(env, callbacks.signal), Ok(true)) => {
             finish(env, pending, Err(aborted_while_waiting()))
         }
-        Ok(Step::Wait(busy)) => park(pending, id, &busy),
+        Ok(Step::Wait(busy)) => {
+            let pause =
+                waiting::pause_after(woken_by, pending.waited_on.as_ref(), busy.holder.as_ref());
+            park(pending, id, busy, pause)
+        }
         Err(fail) => finish(env, pending, Err(fail)),
     }
 }

@@ -85,7 +85,9 @@ impl HeldLock {
             return false;
         }
         state.released = true;
-        release(&mut state.claim).unwrap_or(false)
+        let released = release(&mut state.claim).unwrap_or(false);
+        crate::waiting::note_release(&state.claim.target.path);
+        released
     }
 
     /// Why the lock was lost, if it was.

@@ -140,6 +140,17 @@ impl ParsedRecord {
         self.hostname().is_some() || self.boot_id().is_some() || self.pid_namespace().is_some()
     }
 
+    /// Whether both records are the same claim: equal in every field but the heartbeat,
+    /// which a refresh rewrites.
+    pub fn same_claim(&self, other: &ParsedRecord) -> bool {
+        let claim = |r: &ParsedRecord| {
+            let mut fields = r.fields.clone();
+            fields.remove("heartbeat");
+            fields
+        };
+        claim(self) == claim(other)
+    }
+
     /// The original's release guard (`goalId`, `pid` and `startTime` strictly equal), plus:
     /// a record of another handle of this package (another `ownerLock`) is not ours.
     pub fn is_held_by(
@@ -181,6 +192,28 @@ mod tests {
             },
             owner_lock,
         }
+    }
+
+    #[test]
+    fn the_same_claim_differs_at_most_in_its_heartbeat() {
+        let parse = |r: &NewRecord| ParsedRecord::parse(r.to_json().as_bytes()).unwrap();
+        let claim = record(Some(1000.0), Some(281_474_976_710_700));
+        let refreshed = NewRecord {
+            heartbeat: claim.heartbeat + 15_000.0,
+            ..claim.clone()
+        };
+        assert!(parse(&claim).same_claim(&parse(&refreshed)));
+        // Another claim of the same process and goal: another holder byte, another time.
+        let next = NewRecord {
+            owner_lock: Some(281_474_976_710_701),
+            ..claim.clone()
+        };
+        assert!(!parse(&claim).same_claim(&parse(&next)));
+        let later = NewRecord {
+            acquired_at: "2023-11-14T22:13:20.124Z".into(),
+            ..claim.clone()
+        };
+        assert!(!parse(&claim).same_claim(&parse(&later)));
     }
 
     #[test]

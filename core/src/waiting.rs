@@ -4,7 +4,9 @@
 //! - the holder's death: its kernel byte becoming free (a helper thread blocked on it) for a
 //!   holder of this package, or its pid exiting (a pidfd) for a holder of the original;
 //! - the fallback deadline (`pollMs`), for what no event reports (another host's heartbeat
-//!   growing old, a file system without inotify).
+//!   growing old, a file system without inotify);
+//! - the end of its pause, for a waiter that has just lost a race under contention and
+//!   listens to no directory event meanwhile ([`LOST_RACE_PAUSE`]).
 //!
 //! The callback runs on the watcher thread and must be quick (it hands off to JavaScript).
 
@@ -15,6 +17,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::record::ParsedRecord;
 
 /// What woke a waiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +47,10 @@ pub struct WaitSpec {
     /// Arrival order among this process's waiters (keep it across re-registrations): an
     /// event wakes only the earliest waiter of a lock path, the others stay asleep.
     pub order: u64,
+    /// A pause after a lost race (see [`pause_after`]): for that long the waiter listens
+    /// to no directory event, only to its holder's death and its deadline, and it is woken
+    /// when the pause ends, to look again.
+    pub pause: Option<Duration>,
 }
 
 pub type WakeCallback = Box<dyn FnOnce(WakeReason) + Send>;
@@ -56,7 +64,19 @@ struct Waiter {
     holder: Option<HolderWatch>,
     deadline: Instant,
     order: u64,
+    paused_until: Option<Instant>,
+    /// Whether directory events wake it (it is then a user of the directory's inotify
+    /// watch); not during a pause.
+    listening: bool,
     callback: WakeCallback,
+}
+
+/// The waiters of one lock path in one turn of the watcher: the earliest of them, and the
+/// earliest that an event woke.
+struct PathTurn {
+    first: (u64, WaitId),
+    first_paused: bool,
+    woken: Option<((u64, WaitId), WakeReason)>,
 }
 
 struct DirWatch {
@@ -116,6 +136,63 @@ const DIR_EVENTS: u32 = libc::IN_DELETE
 /// no event we watch.
 pub const UNREADABLE_RELOOK: Duration = Duration::from_millis(25);
 
+/// How long a waiter that has just lost a race stops listening for releases. Under
+/// contention, holders that release and claim again at once are the rule, and a release
+/// wakes one waiter in every waiting process, only for most of them to find the lock taken
+/// again. Those wake-ups cost the machine more than the cycles themselves: measured on
+/// 2 cores, three processes merely woken by each release cut a lone process's
+/// acquire+release rate from 27,000 to 11,000 a second. A waiter that lost therefore
+/// sleeps through the releases of the next 5 ms (the original module's pollMs in the
+/// contention figures it is compared with) and then looks once; its holder's death still
+/// wakes it at once.
+pub const LOST_RACE_PAUSE: Duration = Duration::from_millis(5);
+
+/// The pause of a waiter's next wait if an event woke it and it found the lock held by
+/// another claim than the one it waited on: it lost the race to that claim. A refresh of
+/// the same claim, a fallback deadline or an unreadable lockfile cost no pause, so a waiter
+/// that saw the holder before the release takes over at once, and one that finds the claim
+/// it waited on still there after its pause listens again.
+pub fn pause_after(
+    woken_by: WakeReason,
+    waited_on: Option<&ParsedRecord>,
+    found: Option<&ParsedRecord>,
+) -> Option<Duration> {
+    let event = matches!(woken_by, WakeReason::Changed | WakeReason::HolderGone);
+    match (waited_on, found) {
+        (Some(before), Some(now)) if event && !before.same_claim(now) => Some(LOST_RACE_PAUSE),
+        _ => None,
+    }
+}
+
+/// How soon after this process released a lock an acquisition that finds it claimed by
+/// another counts as having lost the race to that claim.
+const RIGHT_AFTER_RELEASE: Duration = Duration::from_millis(2);
+
+/// This process's latest releases: lock path and when (only those of the last moments).
+static RECENT_RELEASES: Mutex<Vec<(PathBuf, Instant)>> = Mutex::new(Vec::new());
+
+fn recent_releases() -> MutexGuard<'static, Vec<(PathBuf, Instant)>> {
+    RECENT_RELEASES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Notes that this process has just released `lock_path`.
+pub fn note_release(lock_path: &Path) {
+    let mut recent = recent_releases();
+    recent.retain(|(path, at)| path != lock_path && at.elapsed() < RIGHT_AFTER_RELEASE);
+    recent.push((lock_path.to_path_buf(), Instant::now()));
+}
+
+/// The pause of an acquisition's first wait: [`LOST_RACE_PAUSE`] if this process released
+/// `lock_path` just before and finds it held by another claim now (it let go and asked
+/// again at once, and another process was quicker), none otherwise.
+pub fn pause_after_own_release(lock_path: &Path, found: Option<&ParsedRecord>) -> Option<Duration> {
+    found?;
+    recent_releases()
+        .iter()
+        .any(|(path, at)| path == lock_path && at.elapsed() < RIGHT_AFTER_RELEASE)
+        .then_some(LOST_RACE_PAUSE)
+}
+
 /// Calls `callback` once, at the first event that may have freed the lock.
 pub fn register(spec: WaitSpec, callback: WakeCallback) -> WaitId {
     let svc = service();
@@ -132,7 +209,10 @@ pub fn register(spec: WaitSpec, callback: WakeCallback) -> WaitId {
     let mut st = svc.lock();
     st.next_id += 1;
     let id = WaitId(st.next_id);
-    svc.watch_dir(&mut st, &dir);
+    let listening = spec.pause.is_none();
+    if listening {
+        svc.watch_dir(&mut st, &dir);
+    }
     if let Some(holder) = &spec.holder {
         svc.watch_holder(&mut st, holder);
     }
@@ -144,6 +224,10 @@ pub fn register(spec: WaitSpec, callback: WakeCallback) -> WaitId {
             holder: spec.holder,
             deadline: spec.deadline,
             order: spec.order,
+            paused_until: spec
+                .pause
+                .map(|p| Instant::now().checked_add(p).unwrap_or(spec.deadline)),
+            listening,
             callback,
         },
     );
@@ -164,7 +248,9 @@ pub fn cancel(id: WaitId) -> bool {
     let mut st = svc.lock();
     match st.waiters.remove(&id) {
         Some(w) => {
-            svc.unwatch_dir(&mut st, &w.dir);
+            if w.listening {
+                svc.unwatch_dir(&mut st, &w.dir);
+            }
             true
         }
         None => false,
@@ -172,7 +258,8 @@ pub fn cancel(id: WaitId) -> bool {
 }
 
 /// Wakes the earliest waiter of `lock_path` now: used when a woken waiter leaves without
-/// taking the lock (aborted, failed), so that the next in line looks at it.
+/// taking the lock (aborted, failed), so that the next in line looks at it. One that pauses
+/// looks when its pause ends, and those behind it wait for it.
 pub fn nudge(lock_path: &Path) {
     let svc = service();
     let mut st = svc.lock();
@@ -189,6 +276,7 @@ pub fn nudge(lock_path: &Path) {
         .iter()
         .filter(|(_, w)| w.dir == dir && w.name == name)
         .min_by_key(|(id, w)| (w.order, **id))
+        .filter(|(_, w)| w.listening)
         .map(|(id, _)| *id);
     let Some(w) = head.and_then(|id| st.waiters.remove(&id)) else {
         return;
@@ -308,7 +396,14 @@ impl Service {
                         .filter_map(|p| st.pidfds.get(p))
                         .map(|fd| pollfd(fd.as_raw_fd())),
                 );
-                let next = st.waiters.values().map(|w| w.deadline).min();
+                let next = st
+                    .waiters
+                    .values()
+                    .map(|w| match (w.listening, w.paused_until) {
+                        (false, Some(pause_end)) => w.deadline.min(pause_end),
+                        _ => w.deadline,
+                    })
+                    .min();
                 let timeout = next.map_or(-1, |at| {
                     let ms = at
                         .saturating_duration_since(Instant::now())
@@ -353,15 +448,30 @@ impl Service {
             let now = Instant::now();
             // Per lock path, an event wakes only its earliest waiter (the next in line);
             // deadlines wake each waiter on its own.
-            let mut heads: HashMap<(&Path, &OsString), (u64, WaitId, WakeReason)> = HashMap::new();
+            let mut turns: HashMap<(&Path, &OsString), PathTurn> = HashMap::new();
             for (id, w) in &st.waiters {
-                let wd = st.dirs.get(&w.dir).map(|d| d.wd);
-                let changed = wd.is_some_and(|wd| {
-                    all_in_wd.contains(&wd)
-                        || changed_entries
-                            .iter()
-                            .any(|(e, n)| *e == wd && *n == w.name)
+                let rank = (w.order, *id);
+                let turn = turns.entry((w.dir.as_path(), &w.name)).or_insert(PathTurn {
+                    first: rank,
+                    first_paused: !w.listening,
+                    woken: None,
                 });
+                if rank < turn.first {
+                    turn.first = rank;
+                    turn.first_paused = !w.listening;
+                }
+                let changed = if w.listening {
+                    let wd = st.dirs.get(&w.dir).map(|d| d.wd);
+                    wd.is_some_and(|wd| {
+                        all_in_wd.contains(&wd)
+                            || changed_entries
+                                .iter()
+                                .any(|(e, n)| *e == wd && *n == w.name)
+                    })
+                } else {
+                    // A pause that ended: look again, as after a change.
+                    w.paused_until.is_some_and(|p| p <= now)
+                };
                 let holder_gone = match &w.holder {
                     Some(HolderWatch::Pid(pid)) => exited.contains(pid),
                     Some(HolderWatch::KernelByte { owner_file, offset }) => {
@@ -379,18 +489,19 @@ impl Service {
                     }
                     continue;
                 };
-                let key = (w.dir.as_path(), &w.name);
-                let candidate = (w.order, *id, reason);
-                heads
-                    .entry(key)
-                    .and_modify(|best| {
-                        if (candidate.0, candidate.1) < (best.0, best.1) {
-                            *best = candidate;
-                        }
-                    })
-                    .or_insert(candidate);
+                if turn.woken.is_none_or(|(best, _)| rank < best) {
+                    turn.woken = Some((rank, reason));
+                }
             }
-            for (_, id, reason) in heads.into_values() {
+            for turn in turns.into_values() {
+                let Some(((_, id), reason)) = turn.woken else {
+                    continue;
+                };
+                // While the earliest waiter pauses, those behind it in this process are not
+                // woken for it: it looks first, when its pause ends.
+                if turn.first_paused && turn.first.1 != id {
+                    continue;
+                }
                 if !fired.iter().any(|(f, _)| *f == id) {
                     fired.push((id, reason));
                 }
@@ -404,7 +515,9 @@ impl Service {
             let mut callbacks = Vec::with_capacity(fired.len());
             for (id, reason) in fired {
                 if let Some(w) = st.waiters.remove(&id) {
-                    self.unwatch_dir(&mut st, &w.dir);
+                    if w.listening {
+                        self.unwatch_dir(&mut st, &w.dir);
+                    }
                     callbacks.push((w.callback, reason));
                 }
             }
@@ -504,6 +617,7 @@ mod tests {
             holder: None,
             deadline: Instant::now() + Duration::from_secs(30),
             order: 0,
+            pause: None,
         });
         // Another file in the directory does not wake it.
         std::fs::write(dir.path().join("other.lock"), b"{}").unwrap();
@@ -523,6 +637,7 @@ mod tests {
             holder: None,
             deadline: Instant::now() + Duration::from_millis(30),
             order: 0,
+            pause: None,
         });
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(5)).unwrap().0,
@@ -530,9 +645,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_holder_letting_go_of_its_kernel_byte_wakes_the_waiter() {
-        let dir = TempDir::new("wait-byte");
+    /// A holder of a kernel byte in `dir`, and a waiter watching that byte.
+    fn wait_on_a_kernel_byte(
+        dir: &TempDir,
+        pause: Option<Duration>,
+    ) -> (OwnerFile, mpsc::Receiver<(WakeReason, Instant)>) {
         let holder = OwnerFile::open(dir.path(), true).unwrap().unwrap();
         let slot = HolderSlot::random();
         assert!(holder.try_hold(slot).unwrap());
@@ -544,7 +661,15 @@ mod tests {
             }),
             deadline: Instant::now() + Duration::from_secs(30),
             order: 0,
+            pause,
         });
+        (holder, rx)
+    }
+
+    #[test]
+    fn a_holder_letting_go_of_its_kernel_byte_wakes_the_waiter() {
+        let dir = TempDir::new("wait-byte");
+        let (holder, rx) = wait_on_a_kernel_byte(&dir, None);
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
         drop(holder); // as at the holder's death
         assert_eq!(
@@ -565,6 +690,7 @@ mod tests {
             holder: Some(HolderWatch::Pid(child.id() as i32)),
             deadline: Instant::now() + Duration::from_secs(30),
             order: 0,
+            pause: None,
         });
         let (reason, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(reason, WakeReason::HolderGone);
@@ -585,6 +711,7 @@ mod tests {
                     holder: None,
                     deadline: Instant::now() + Duration::from_secs(30),
                     order,
+                    pause: None,
                 },
                 Box::new(move |_| {
                     let _ = tx.send(order);
@@ -609,6 +736,116 @@ mod tests {
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 3);
     }
 
+    fn record(json: &str) -> ParsedRecord {
+        ParsedRecord::parse(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn only_a_race_lost_to_another_claim_costs_a_pause() {
+        let before = record(r#"{"pid":1,"heartbeat":1,"goalId":"a","ownerLock":7}"#);
+        let refreshed = record(r#"{"pid":1,"heartbeat":2,"goalId":"a","ownerLock":7}"#);
+        let other = record(r#"{"pid":2,"heartbeat":2,"goalId":"b","ownerLock":8}"#);
+        for woken_by in [WakeReason::Changed, WakeReason::HolderGone] {
+            assert_eq!(
+                pause_after(woken_by, Some(&before), Some(&other)),
+                Some(LOST_RACE_PAUSE)
+            );
+            assert_eq!(pause_after(woken_by, Some(&before), Some(&refreshed)), None);
+            assert_eq!(pause_after(woken_by, None, Some(&other)), None);
+            assert_eq!(pause_after(woken_by, Some(&before), None), None);
+        }
+        assert_eq!(
+            pause_after(WakeReason::Deadline, Some(&before), Some(&other)),
+            None
+        );
+    }
+
+    #[test]
+    fn asking_again_right_after_releasing_and_finding_another_claim_costs_a_pause() {
+        let dir = TempDir::new("wait-own-release");
+        let lock = dir.path().join("h.lock");
+        let other_lock = dir.path().join("other.lock");
+        let claim = record(r#"{"pid":2,"heartbeat":2,"goalId":"b","ownerLock":8}"#);
+        note_release(&lock);
+        assert_eq!(
+            pause_after_own_release(&lock, Some(&claim)),
+            Some(LOST_RACE_PAUSE)
+        );
+        // Not for another lock, nor for an unreadable lockfile.
+        assert_eq!(pause_after_own_release(&other_lock, Some(&claim)), None);
+        assert_eq!(pause_after_own_release(&lock, None), None);
+        std::thread::sleep(RIGHT_AFTER_RELEASE);
+        assert_eq!(pause_after_own_release(&lock, Some(&claim)), None);
+    }
+
+    #[test]
+    fn a_paused_waiter_sleeps_through_a_release_and_looks_when_the_pause_ends() {
+        let dir = TempDir::new("wait-pause");
+        let lock = dir.path().join("h.lock");
+        std::fs::write(&lock, b"{}").unwrap();
+        let registered = Instant::now();
+        let rx = wait_for(WaitSpec {
+            lock_path: lock.clone(),
+            holder: None,
+            deadline: Instant::now() + Duration::from_secs(30),
+            order: 0,
+            pause: Some(Duration::from_millis(400)),
+        });
+        std::fs::remove_file(&lock).unwrap();
+        assert!(
+            rx.recv_timeout(Duration::from_millis(150)).is_err(),
+            "a release during the pause wakes nobody"
+        );
+        let (reason, at) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(reason, WakeReason::Changed);
+        assert!(at.duration_since(registered) >= Duration::from_millis(400));
+    }
+
+    #[test]
+    fn a_paused_waiter_is_still_woken_at_once_by_its_holders_death() {
+        let dir = TempDir::new("wait-pause-death");
+        let (holder, rx) = wait_on_a_kernel_byte(&dir, Some(Duration::from_secs(30)));
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        let died = Instant::now();
+        drop(holder);
+        let (reason, at) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(reason, WakeReason::HolderGone);
+        assert!(at.duration_since(died) < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn waiters_behind_a_paused_one_keep_their_place() {
+        let dir = TempDir::new("wait-pause-order");
+        let lock = dir.path().join("h.lock");
+        std::fs::write(&lock, b"{}").unwrap();
+        let (tx, rx) = mpsc::channel::<u64>();
+        for (order, pause) in [(1u64, Some(Duration::from_millis(400))), (2, None)] {
+            let tx = tx.clone();
+            register(
+                WaitSpec {
+                    lock_path: lock.clone(),
+                    holder: None,
+                    deadline: Instant::now() + Duration::from_secs(30),
+                    order,
+                    pause,
+                },
+                Box::new(move |_| {
+                    let _ = tx.send(order);
+                }),
+            );
+        }
+        std::fs::remove_file(&lock).unwrap();
+        nudge(&lock);
+        assert!(
+            rx.recv_timeout(Duration::from_millis(150)).is_err(),
+            "neither the release nor a nudge passes the paused head"
+        );
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        nudge(&lock);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 2);
+    }
+
     #[test]
     fn a_holder_pid_already_gone_wakes_the_waiter_at_once() {
         let dir = TempDir::new("wait-gone");
@@ -620,6 +857,7 @@ mod tests {
             holder: Some(HolderWatch::Pid(pid)),
             deadline: Instant::now() + Duration::from_secs(30),
             order: 0,
+            pause: None,
         });
         let (reason, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(reason, WakeReason::HolderGone);
@@ -635,6 +873,7 @@ mod tests {
                 holder: None,
                 deadline: Instant::now() + Duration::from_millis(20),
                 order: 0,
+                pause: None,
             },
             Box::new(move |r| {
                 let _ = tx.send(r);
