@@ -138,6 +138,9 @@ export function printTable(R) {
 // this project: the side-by-side comparison with it is made independently; these are the
 // reference figures it gives.
 
+// This package's pause after a lost race (core/src/waiting.rs, LOST_RACE_PAUSE).
+const LOST_RACE_PAUSE_MS = 5
+
 const ORIGINAL = { cycle_us: 75, busyFree_us: 12, busyHeld_us: 32, reclaim_us: [35, 40], contention4: 4300 }
 
 export function targets(R) {
@@ -231,9 +234,11 @@ function targetsReading(R) {
     )
   if (unmet.includes('4 processes contending'))
     parts.push(
-      `**Contention.** Waiters are woken at once, so the lock changes hands often (the switches rows) and no process ` +
-        `starves; on 2 cores each handover costs the wake-up of the next holder's waiter thread and then of its event ` +
-        `loop, on top of a full acquire and release through JavaScript, and every waiting process looks at each release.`,
+      `**Contention.** ${R.cycle?.[OURS] ? `A process alone, at ${fmt(R.cycle[OURS].median_us)} µs per uncontended cycle, could do at most ` +
+        `${fmt(1e6 / R.cycle[OURS].median_us)} cycles/s, and in this loop it also awaits each call and appends to the journal. ` : ''}` +
+        `Waiters that lose a race pause ${LOST_RACE_PAUSE_MS} ms instead of looking at ` +
+        `every release, which leaves the holder nearly alone on the CPU; what remains is each handover, which costs the ` +
+        `wake-up of the next holder's waiter thread and then of its event loop on ${R.machine.cores} cores shared by all the processes.`,
     )
   return `Not met in this run: ${unmet.join('; ')}.\n\n${parts.join('\n\n')}`
 }
@@ -495,14 +500,15 @@ function reading(R) {
         (fastestNode
           ? `This package has the highest throughput of the three Node.js libraries at every process count. `
           : `${beaten.join(' and ')} ${beaten.length > 1 ? 'have' : 'has'} a higher throughput than this package with ${and(beatenAt)} processes, ` +
-            `probably because a release of this package wakes every waiting process at once (each has its own inotify watch), so on ` +
-            `${R.machine.cores} cores the N−1 woken waiters compete for the CPU with the holder, whereas a polling ` +
-            `library's waiters sleep 100 ms and leave its holder to run nearly alone, at the price of fairness and latency. `) +
+            `probably because a handover of this package wakes the next holder at once, so on ${R.machine.cores} cores its ` +
+            `waiters compete for the CPU with the holder, whereas a polling library's waiters sleep 100 ms and leave its ` +
+            `holder to run nearly alone, at the price of fairness and latency. `) +
         `Ownership changes hands in at most ${pct(maxSwitch)} of the cycles of a Node.js library (the switches rows): ` +
         `a process that releases and asks again at once usually wins again, since it is already running while a ` +
         `waiter still needs a wake-up and a time slice — on ${R.machine.cores} cores with up to ${Math.max(...Object.keys(C).map(Number))} processes. ` +
         `The polling libraries add up to 100 ms of sleep to every ` +
-        `waiter, so their least busy process can starve; this package's waiters are woken at once. ` +
+        `waiter, so their least busy process can starve; this package's waiters are woken at once, or, after losing a ` +
+        `race to another claim, look again ${LOST_RACE_PAUSE_MS} ms later. ` +
         `${fairest.c === OURS ? 'This package' : SHORT[fairest.c]} gave its least busy process the largest share at ${fairest.wins} of ${Object.keys(C).length} process counts. ` +
         (viol.length
           ? `**Two holders at once were seen for ${[...new Set(viol)].join(', ')}** (interleaved journal entries).`
@@ -607,7 +613,8 @@ one this package has), busy checks the synchronous one.
    between polls), holder killed ${R.config?.recovery?.slowHoldMs?.map((v) => v / 1000).join('–')} s after the waiter started — uniformly within
    proper-lockfile's 5 s mtime refresh period — and capped at ${fmt((R.config?.recovery?.capMs ?? 15000) / 1000)} s after the kill.
 6. **Contention**: ${R.config?.contention?.procs?.join(', ')} processes of one library start together and loop
-   \`acquire; append "A" to a shared journal; append "a"; release\` for ${R.config?.contention?.seconds} s. The journal
+   \`acquire; append "A" to a shared journal; append "a"; release\` for ${R.config?.contention?.seconds} s, in
+   ${R.config?.contention?.rounds ?? 1} rounds that interleave libraries and process counts (medians of the rounds). The journal
    gives the exact order of holders: cycles per second, each process's share, how often the
    next cycle is another process's (ownership switches), and whether two holders ever
    overlapped (interleaved letters).
