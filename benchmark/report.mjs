@@ -496,7 +496,7 @@ function reading(R) {
     const viol = Object.values(C).flatMap((r) => Object.entries(r).filter(([, v]) => v.violations).map(([k]) => k))
     p.push(
       `**Under contention** (each process loops acquire, two appends to a shared journal, release, for ` +
-        `${R.config?.contention?.seconds ?? '?'} s): ${lines.join('; ')}. ` +
+        `${R.config?.contention?.seconds ?? '?'} s; medians of ${R.config?.contention?.rounds ?? 1} rounds): ${lines.join('; ')}. ` +
         (fastestNode
           ? `This package has the highest throughput of the three Node.js libraries at every process count. `
           : `${beaten.join(' and ')} ${beaten.length > 1 ? 'have' : 'has'} a higher throughput than this package with ${and(beatenAt)} processes, ` +
