@@ -381,7 +381,6 @@ fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
         order: pending.order,
         pause,
     };
-    let lock_path = pending.request.target.path.clone();
     pending.wait = Some(waiting::register(
         spec,
         Box::new(move |reason| {
@@ -389,26 +388,25 @@ fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
         }),
     ));
     pending.waited_on = busy.holder;
-    let holder = pending.waited_on.clone();
-    PENDING.with(|p| p.borrow_mut().insert(id, pending));
-    if pause.is_some() {
-        return; // it looks again when the pause ends, whatever happened meanwhile
-    }
-    // A release between our look and the registration raised no event we could see:
-    // look once more now that events are watched.
-    let unchanged = match (observe(&lock_path), &holder) {
-        (
-            Ok(Observed::File {
-                record: Some(r), ..
-            }),
-            Some(holder),
-        ) => r == *holder,
-        (Ok(Observed::File { record: None, .. } | Observed::NotAFile { .. }), None) => true,
-        _ => false,
-    };
+    // A release between our look and the registration raised no event we could see: look
+    // once more now that events are watched. (A paused waiter looks when its pause ends,
+    // whatever happened meanwhile.) The retry this may trigger runs on this thread, later.
+    let lock_path = &pending.request.target.path;
+    let unchanged = pause.is_some()
+        || match (observe(lock_path), &pending.waited_on) {
+            (
+                Ok(Observed::File {
+                    record: Some(r), ..
+                }),
+                Some(holder),
+            ) => r == *holder,
+            (Ok(Observed::File { record: None, .. } | Observed::NotAFile { .. }), None) => true,
+            _ => false,
+        };
     if !unchanged {
-        waiting::nudge(&lock_path);
+        waiting::nudge(lock_path);
     }
+    PENDING.with(|p| p.borrow_mut().insert(id, pending));
 }
 
 fn take(id: u64) -> Option<Pending> {
