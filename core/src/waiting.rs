@@ -607,6 +607,13 @@ mod tests {
         rx
     }
 
+    /// When the waiter was woken, which must be for `reason` and within 5 s.
+    fn woken(rx: &mpsc::Receiver<(WakeReason, Instant)>, reason: WakeReason) -> Instant {
+        let (got, at) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(got, reason);
+        at
+    }
+
     #[test]
     fn a_change_of_the_lockfile_wakes_at_once() {
         let dir = TempDir::new("wait-change");
@@ -624,8 +631,7 @@ mod tests {
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
         let removed = Instant::now();
         std::fs::remove_file(&lock).unwrap();
-        let (reason, at) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(reason, WakeReason::Changed);
+        let at = woken(&rx, WakeReason::Changed);
         assert!(at.duration_since(removed) < Duration::from_secs(1));
     }
 
@@ -639,10 +645,7 @@ mod tests {
             order: 0,
             pause: None,
         });
-        assert_eq!(
-            rx.recv_timeout(Duration::from_secs(5)).unwrap().0,
-            WakeReason::Deadline
-        );
+        woken(&rx, WakeReason::Deadline);
     }
 
     /// A holder of a kernel byte in `dir`, and a waiter watching that byte.
@@ -672,10 +675,7 @@ mod tests {
         let (holder, rx) = wait_on_a_kernel_byte(&dir, None);
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
         drop(holder); // as at the holder's death
-        assert_eq!(
-            rx.recv_timeout(Duration::from_secs(5)).unwrap().0,
-            WakeReason::HolderGone
-        );
+        woken(&rx, WakeReason::HolderGone);
     }
 
     #[test]
@@ -692,8 +692,7 @@ mod tests {
             order: 0,
             pause: None,
         });
-        let (reason, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(reason, WakeReason::HolderGone);
+        woken(&rx, WakeReason::HolderGone);
         let _ = child.wait();
     }
 
@@ -796,8 +795,7 @@ mod tests {
             rx.recv_timeout(Duration::from_millis(150)).is_err(),
             "a release during the pause wakes nobody"
         );
-        let (reason, at) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(reason, WakeReason::Changed);
+        let at = woken(&rx, WakeReason::Changed);
         assert!(at.duration_since(registered) >= Duration::from_millis(400));
     }
 
@@ -808,8 +806,7 @@ mod tests {
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
         let died = Instant::now();
         drop(holder);
-        let (reason, at) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(reason, WakeReason::HolderGone);
+        let at = woken(&rx, WakeReason::HolderGone);
         assert!(at.duration_since(died) < Duration::from_secs(2));
     }
 
@@ -859,8 +856,7 @@ mod tests {
             order: 0,
             pause: None,
         });
-        let (reason, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(reason, WakeReason::HolderGone);
+        woken(&rx, WakeReason::HolderGone);
     }
 
     #[test]
