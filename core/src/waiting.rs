@@ -64,11 +64,16 @@ struct Waiter {
     holder: Option<HolderWatch>,
     deadline: Instant,
     order: u64,
+    /// The end of its pause. Only a waiter without one listens to directory events (and is
+    /// then a user of the directory's inotify watch).
     paused_until: Option<Instant>,
-    /// Whether directory events wake it (it is then a user of the directory's inotify
-    /// watch); not during a pause.
-    listening: bool,
     callback: WakeCallback,
+}
+
+impl Waiter {
+    fn listening(&self) -> bool {
+        self.paused_until.is_none()
+    }
 }
 
 /// The waiters of one lock path in one turn of the watcher: the earliest of them, and the
@@ -209,8 +214,7 @@ pub fn register(spec: WaitSpec, callback: WakeCallback) -> WaitId {
     let mut st = svc.lock();
     st.next_id += 1;
     let id = WaitId(st.next_id);
-    let listening = spec.pause.is_none();
-    if listening {
+    if spec.pause.is_none() {
         svc.watch_dir(&mut st, &dir);
     }
     if let Some(holder) = &spec.holder {
@@ -227,7 +231,6 @@ pub fn register(spec: WaitSpec, callback: WakeCallback) -> WaitId {
             paused_until: spec
                 .pause
                 .map(|p| Instant::now().checked_add(p).unwrap_or(spec.deadline)),
-            listening,
             callback,
         },
     );
@@ -248,7 +251,7 @@ pub fn cancel(id: WaitId) -> bool {
     let mut st = svc.lock();
     match st.waiters.remove(&id) {
         Some(w) => {
-            if w.listening {
+            if w.listening() {
                 svc.unwatch_dir(&mut st, &w.dir);
             }
             true
@@ -276,7 +279,7 @@ pub fn nudge(lock_path: &Path) {
         .iter()
         .filter(|(_, w)| w.dir == dir && w.name == name)
         .min_by_key(|(id, w)| (w.order, **id))
-        .filter(|(_, w)| w.listening)
+        .filter(|(_, w)| w.listening())
         .map(|(id, _)| *id);
     let Some(w) = head.and_then(|id| st.waiters.remove(&id)) else {
         return;
@@ -399,10 +402,7 @@ impl Service {
                 let next = st
                     .waiters
                     .values()
-                    .map(|w| match (w.listening, w.paused_until) {
-                        (false, Some(pause_end)) => w.deadline.min(pause_end),
-                        _ => w.deadline,
-                    })
+                    .map(|w| w.paused_until.map_or(w.deadline, |end| w.deadline.min(end)))
                     .min();
                 let timeout = next.map_or(-1, |at| {
                     let ms = at
@@ -449,28 +449,34 @@ impl Service {
             // Per lock path, an event wakes only its earliest waiter (the next in line);
             // deadlines wake each waiter on its own.
             let mut turns: HashMap<(&Path, &OsString), PathTurn> = HashMap::new();
+            let mut pauses_over: Vec<WaitId> = Vec::new();
             for (id, w) in &st.waiters {
                 let rank = (w.order, *id);
                 let turn = turns.entry((w.dir.as_path(), &w.name)).or_insert(PathTurn {
                     first: rank,
-                    first_paused: !w.listening,
+                    first_paused: !w.listening(),
                     woken: None,
                 });
                 if rank < turn.first {
                     turn.first = rank;
-                    turn.first_paused = !w.listening;
+                    turn.first_paused = !w.listening();
                 }
-                let changed = if w.listening {
-                    let wd = st.dirs.get(&w.dir).map(|d| d.wd);
-                    wd.is_some_and(|wd| {
-                        all_in_wd.contains(&wd)
-                            || changed_entries
-                                .iter()
-                                .any(|(e, n)| *e == wd && *n == w.name)
-                    })
-                } else {
+                let changed = match w.paused_until {
+                    None => {
+                        let wd = st.dirs.get(&w.dir).map(|d| d.wd);
+                        wd.is_some_and(|wd| {
+                            all_in_wd.contains(&wd)
+                                || changed_entries
+                                    .iter()
+                                    .any(|(e, n)| *e == wd && *n == w.name)
+                        })
+                    }
                     // A pause that ended: look again, as after a change.
-                    w.paused_until.is_some_and(|p| p <= now)
+                    Some(end) if end <= now => {
+                        pauses_over.push(*id);
+                        true
+                    }
+                    Some(_) => false,
                 };
                 let holder_gone = match &w.holder {
                     Some(HolderWatch::Pid(pid)) => exited.contains(pid),
@@ -506,6 +512,17 @@ impl Service {
                     fired.push((id, reason));
                 }
             }
+            // A waiter whose pause ended behind a paused one listens again, and waits its turn.
+            for id in pauses_over {
+                if fired.iter().any(|(f, _)| *f == id) {
+                    continue;
+                }
+                if let Some(w) = st.waiters.get_mut(&id) {
+                    w.paused_until = None;
+                    let dir = w.dir.clone();
+                    self.watch_dir(&mut st, &dir);
+                }
+            }
             // Oldest first: within this process waiters are served in arrival order.
             fired.sort_unstable_by_key(|(id, _)| {
                 st.waiters
@@ -515,7 +532,7 @@ impl Service {
             let mut callbacks = Vec::with_capacity(fired.len());
             for (id, reason) in fired {
                 if let Some(w) = st.waiters.remove(&id) {
-                    if w.listening {
+                    if w.listening() {
                         self.unwatch_dir(&mut st, &w.dir);
                     }
                     callbacks.push((w.callback, reason));
@@ -696,27 +713,33 @@ mod tests {
         let _ = child.wait();
     }
 
-    #[test]
-    fn an_event_wakes_only_the_earliest_waiter_and_nudge_passes_it_on() {
-        let dir = TempDir::new("wait-order");
-        let lock = dir.path().join("h.lock");
-        std::fs::write(&lock, b"{}").unwrap();
+    /// Registers a waiter of `lock` per (order, pause); each reports its order when woken.
+    fn waiters_in_order(lock: &Path, waiters: &[(u64, Option<Duration>)]) -> mpsc::Receiver<u64> {
         let (tx, rx) = mpsc::channel::<u64>();
-        for order in [3u64, 1, 2] {
+        for &(order, pause) in waiters {
             let tx = tx.clone();
             register(
                 WaitSpec {
-                    lock_path: lock.clone(),
+                    lock_path: lock.to_path_buf(),
                     holder: None,
                     deadline: Instant::now() + Duration::from_secs(30),
                     order,
-                    pause: None,
+                    pause,
                 },
                 Box::new(move |_| {
                     let _ = tx.send(order);
                 }),
             );
         }
+        rx
+    }
+
+    #[test]
+    fn an_event_wakes_only_the_earliest_waiter_and_nudge_passes_it_on() {
+        let dir = TempDir::new("wait-order");
+        let lock = dir.path().join("h.lock");
+        std::fs::write(&lock, b"{}").unwrap();
+        let rx = waiters_in_order(&lock, &[(3, None), (1, None), (2, None)]);
         std::fs::remove_file(&lock).unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
         assert!(
@@ -815,22 +838,7 @@ mod tests {
         let dir = TempDir::new("wait-pause-order");
         let lock = dir.path().join("h.lock");
         std::fs::write(&lock, b"{}").unwrap();
-        let (tx, rx) = mpsc::channel::<u64>();
-        for (order, pause) in [(1u64, Some(Duration::from_millis(400))), (2, None)] {
-            let tx = tx.clone();
-            register(
-                WaitSpec {
-                    lock_path: lock.clone(),
-                    holder: None,
-                    deadline: Instant::now() + Duration::from_secs(30),
-                    order,
-                    pause,
-                },
-                Box::new(move |_| {
-                    let _ = tx.send(order);
-                }),
-            );
-        }
+        let rx = waiters_in_order(&lock, &[(1, Some(Duration::from_millis(400))), (2, None)]);
         std::fs::remove_file(&lock).unwrap();
         nudge(&lock);
         assert!(
@@ -839,6 +847,53 @@ mod tests {
         );
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        nudge(&lock);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 2);
+    }
+
+    /// CPU time (clock ticks) used so far by this process's threads of this package (their
+    /// names are cut to "workspace-lock-").
+    fn package_threads_cpu_ticks() -> u64 {
+        let mut ticks = 0;
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with("workspace-lock-") {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            // utime and stime: fields 14 and 15 of the line, 12 and 13 after the name.
+            ticks += fields
+                .get(11)
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
+            ticks += fields
+                .get(12)
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        ticks
+    }
+
+    #[test]
+    fn a_pause_that_ends_behind_a_paused_waiter_leaves_it_listening_in_its_place() {
+        let dir = TempDir::new("wait-pause-behind");
+        let lock = dir.path().join("h.lock");
+        let pauses = [
+            (1, Some(Duration::from_millis(700))),
+            (2, Some(Duration::from_millis(50))),
+        ];
+        let rx = waiters_in_order(&lock, &pauses);
+        let before = package_threads_cpu_ticks();
+        assert!(
+            rx.recv_timeout(Duration::from_millis(500)).is_err(),
+            "the second waits for the first"
+        );
+        // The watcher sleeps until the first one's pause ends; spinning would cost ~50.
+        let spent = package_threads_cpu_ticks() - before;
+        assert!(spent < 20, "{spent} ticks of CPU in 0.5 s");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
         nudge(&lock);
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 2);
     }
