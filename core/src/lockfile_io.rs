@@ -205,7 +205,10 @@ pub fn observe_workspace_lock(
             let seen = observe_opened(&usual.path, File::from(fd))?;
             return Ok((usual.path, seen));
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && usual.crew_is_symlink_free() => {
+        Err(e)
+            if e.raw_os_error() == Some(libc::ENOENT)
+                && usual.crew_is_symlink_free_after_enoent() =>
+        {
             return Ok((usual.path, Observed::Absent));
         }
         // A symlink, a socket, another layout, an error to report as Node would: the

@@ -453,6 +453,15 @@ impl UsualLockPath {
         crew_in_symlink_free_cwd(&self.abs_cwd)
     }
 
+    /// [`UsualLockPath::crew_is_symlink_free`], for a caller whose open of [`UsualLockPath::path`]
+    /// refusing symlinks has just failed with ENOENT, in one `statx` and no descriptor: that
+    /// open met no symlink before the missing component (it would have failed with ELOOP), so
+    /// if `.crew` is there and is not a symlink itself, the cwd's components are none either.
+    pub fn crew_is_symlink_free_after_enoent(&self) -> bool {
+        std::fs::symlink_metadata(node_join(&self.abs_cwd, ".crew"))
+            .is_ok_and(|m| !m.file_type().is_symlink())
+    }
+
     /// workspaceLockPath: this path when `.crew` settles it, else the full walk's.
     pub fn resolved(self, ctx: &PathContext) -> Result<PathBuf, LockError> {
         if self.crew_is_symlink_free() {
@@ -1267,6 +1276,19 @@ mod tests {
             }
             let fast = crew_in_symlink_free_cwd(&cwd);
             assert_eq!(fast, short, "{rel}");
+            // The one-statx proof a busy check uses once the lockfile's open met ENOENT (a
+            // symlink on the way fails that open with ELOOP instead).
+            let usual = UsualLockPath::of(s(&cwd), &l.ctx);
+            match open_without_symlinks(&usual.path, libc::O_RDONLY, 0) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    assert_eq!(usual.crew_is_symlink_free_after_enoent(), short, "{rel}");
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => assert!(!short, "{rel}"),
+                other => assert_eq!(rel, "home/file-crew", "{other:?}"), // ENOTDIR
+            }
+            if rel == "home/link-crew" {
+                assert!(!usual.crew_is_symlink_free_after_enoent());
+            }
             let walked = crew_root_by_walking(&cwd, &l.ctx).expect("walk");
             if fast {
                 assert_same(&cwd.join(".crew"), &walked);
