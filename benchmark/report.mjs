@@ -221,8 +221,9 @@ function targetsReading(R) {
     parts.push(
       `**Busy checks.** 4× the original is ${fmt(ORIGINAL.busyFree_us / 4)} µs free and ${fmt(ORIGINAL.busyHeld_us / 4)} µs held. ` +
         `\`workspaceLockPath(cwd)\` alone takes ${fmt(path)} µs (an openat2 of \`<cwd>/.crew\` that refuses symlinks, and its ` +
-        `close); a check opens the lockfile itself that way, then reads it and, if held, probes the holder's kernel lock (open, ` +
-        `fcntl, close): 3 syscalls free and 6 held. Nothing is cached: repo markers can change under the caller. The ` +
+        `close); a check opens the lockfile itself that way (if it is missing, a statx of \`.crew\` completes the proof), then ` +
+        `reads it and, if held, probes the holder's kernel lock (open, fcntl, close): 2 syscalls free and 6 held. Nothing is ` +
+        `cached: repo markers can change under the caller. The ` +
         `original's figures include its 30 s repo-root cache.`,
     )
   if (unmet.includes('reclaimStaleLocks, 10,000 stale'))
