@@ -26,9 +26,7 @@ use workspace_lock_core::liveness::Verdict;
 use workspace_lock_core::lockfile_io::{observe, LockTarget, Observed};
 use workspace_lock_core::paths::PathContext;
 use workspace_lock_core::process_probe::{own_pid, start_time_of};
-use workspace_lock_core::protocol::{
-    lock_path_for_claim, try_claim_with, Busy, ClaimOutcome, Claimant,
-};
+use workspace_lock_core::protocol::{lock_path_for_claim, try_claim, Busy, ClaimOutcome, Claimant};
 use workspace_lock_core::record::{NewRecord, ParsedRecord};
 use workspace_lock_core::waiting::{self, HolderWatch, WaitId, WaitSpec, WakeReason};
 
@@ -122,7 +120,7 @@ fn attempt(
         request,
         judge: Judge::new(env, &callbacks.judge),
     };
-    match try_claim_with(
+    match try_claim(
         &request.target,
         &mut claimant,
         request.heartbeat_stale_ms,

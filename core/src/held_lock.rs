@@ -256,7 +256,7 @@ mod tests {
     }
 
     fn claim(target: &LockTarget) -> Claimed {
-        match try_claim(target, &mut Me, 100.0).unwrap() {
+        match try_claim(target, &mut Me, 100.0, None).unwrap() {
             ClaimOutcome::Claimed(c) => *c,
             ClaimOutcome::Busy(b) => panic!("{b:?}"),
         }
@@ -282,7 +282,7 @@ mod tests {
             assert!(age <= 100.0, "heartbeat {age} ms old");
         }
         assert!(matches!(
-            try_claim(&target, &mut Me, 100.0).unwrap(),
+            try_claim(&target, &mut Me, 100.0, None).unwrap(),
             ClaimOutcome::Busy(_)
         ));
         assert!(held.release());

@@ -163,17 +163,9 @@ pub fn lock_path_for_claim(
 }
 
 /// One attempt to take the lock: claims it if it is absent or stale, else reports the holder.
-pub fn try_claim<C: Claimant>(
-    target: &LockTarget,
-    claimant: &mut C,
-    heartbeat_stale_ms: f64,
-) -> Result<ClaimOutcome, C::Error> {
-    try_claim_with(target, claimant, heartbeat_stale_ms, None)
-}
-
-/// `try_claim` with the directory's owner file already open (see
+/// `opened`: the directory's owner file if the caller already opened it (see
 /// [`OwnerFile::open_symlink_free`]), used instead of opening it again.
-pub fn try_claim_with<C: Claimant>(
+pub fn try_claim<C: Claimant>(
     target: &LockTarget,
     claimant: &mut C,
     heartbeat_stale_ms: f64,

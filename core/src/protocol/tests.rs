@@ -50,7 +50,7 @@ fn enhanced(goal: &str) -> Enhanced {
 }
 
 fn claim(target: &LockTarget, goal: &str) -> ClaimOutcome {
-    try_claim(target, &mut enhanced(goal), 60_000.0).unwrap()
+    try_claim(target, &mut enhanced(goal), 60_000.0, None).unwrap()
 }
 
 fn claimed(outcome: ClaimOutcome) -> Claimed {
@@ -160,8 +160,7 @@ fn lock_path_for_claim_opens_the_owner_file_only_where_it_settles_the_path() {
         );
         // The claim takes it from there, with or without the owner file.
         let target = LockTarget::new(path.clone());
-        let mut held =
-            claimed(try_claim_with(&target, &mut enhanced(rel), 60_000.0, owners).unwrap());
+        let mut held = claimed(try_claim(&target, &mut enhanced(rel), 60_000.0, owners).unwrap());
         assert_eq!(fs::read_to_string(&path).unwrap(), held.bytes);
         assert_eq!(busy_goal(claim(&target, "other")).as_deref(), Some(rel));
         assert!(release(&mut held).unwrap());
@@ -208,7 +207,7 @@ fn a_directory_at_the_lock_path_is_an_error() {
     let dir = TempDir::new("proto-dir");
     let target = LockTarget::new(dir.path().join("h.lock"));
     fs::create_dir(&target.path).unwrap();
-    match try_claim(&target, &mut enhanced("a"), 60_000.0) {
+    match try_claim(&target, &mut enhanced("a"), 60_000.0, None) {
         Err(LockError::Io(e)) => assert_eq!(e.code(), "EISDIR"),
         other => panic!("{other:?}"),
     }
@@ -271,8 +270,10 @@ impl Claimant for Original {
 fn an_injected_clock_reclaims_a_live_holder_whose_heartbeat_is_old() {
     let dir = TempDir::new("proto-injected");
     let target = LockTarget::new(dir.path().join("h.lock"));
-    let _a = claimed(try_claim(&target, &mut Original { now: 1_000_000.0 }, 60_000.0).unwrap());
-    let b = claimed(try_claim(&target, &mut Original { now: 1_120_000.0 }, 60_000.0).unwrap());
+    let _a =
+        claimed(try_claim(&target, &mut Original { now: 1_000_000.0 }, 60_000.0, None).unwrap());
+    let b =
+        claimed(try_claim(&target, &mut Original { now: 1_120_000.0 }, 60_000.0, None).unwrap());
     assert_eq!(
         b.reclaimed.map(|r| r.reason),
         Some(StaleReason::HeartbeatStale)
@@ -343,7 +344,9 @@ fn contending_threads_never_overlap() {
             std::thread::spawn(move || {
                 let mut done = 0;
                 while done < 200 {
-                    match try_claim(&target, &mut enhanced(&format!("t{t}")), 60_000.0).unwrap() {
+                    match try_claim(&target, &mut enhanced(&format!("t{t}")), 60_000.0, None)
+                        .unwrap()
+                    {
                         ClaimOutcome::Claimed(mut c) => {
                             assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two owners");
                             total.fetch_add(1, Ordering::SeqCst);
