@@ -9,7 +9,7 @@ use crate::kernel_lock::unique_u64;
 use crate::paths::{open_without_symlinks, PathContext, UsualLockPath};
 use crate::record::ParsedRecord;
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -265,9 +265,10 @@ struct Spare {
     sole_link: bool,
 }
 
-/// Spares kept per lock path in this process (a bounded handful).
-fn spares() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Spare>> {
-    static SPARES: OnceLock<Mutex<HashMap<PathBuf, Spare>>> = OnceLock::new();
+/// Spares kept per lock path in this process (a bounded handful). Keyed by the path's bytes:
+/// `Path` hashes component by component, parsing the path at every lookup of every cycle.
+fn spares() -> std::sync::MutexGuard<'static, HashMap<OsString, Spare>> {
+    static SPARES: OnceLock<Mutex<HashMap<OsString, Spare>>> = OnceLock::new();
     SPARES
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
@@ -297,7 +298,7 @@ impl Spare {
 
     /// Taken out of the pool (so no other thread can use it) if nothing else links it.
     fn take(target: &LockTarget) -> Option<Spare> {
-        let mut spare = spares().remove(&target.path)?;
+        let mut spare = spares().remove(target.path.as_os_str())?;
         if spare.sole_link {
             return Some(spare);
         }
@@ -317,13 +318,13 @@ impl Spare {
 
     fn keep(self, target: &LockTarget) {
         let mut pool = spares();
-        if pool.len() >= MAX_SPARES && !pool.contains_key(&target.path) {
+        if pool.len() >= MAX_SPARES && !pool.contains_key(target.path.as_os_str()) {
             let victim = pool.keys().next().cloned();
             if let Some(old) = victim.and_then(|k| pool.remove(&k)) {
                 old.discard();
             }
         }
-        if let Some(old) = pool.insert(target.path.clone(), self) {
+        if let Some(old) = pool.insert(target.path.as_os_str().to_owned(), self) {
             old.discard();
         }
     }
@@ -386,7 +387,7 @@ pub fn publish(target: &LockTarget, bytes: &[u8]) -> Result<bool, LockError> {
 pub fn read_own_publication(target: &LockTarget) -> Option<Vec<u8>> {
     let meta = fs::symlink_metadata(&target.path).ok()?;
     let pool = spares();
-    let spare = pool.get(&target.path)?;
+    let spare = pool.get(target.path.as_os_str())?;
     if !meta.is_file() || (meta.dev(), meta.ino()) != spare.id {
         return None;
     }
@@ -441,7 +442,7 @@ pub fn evict(target: &LockTarget, judged: &Observed) -> Result<Eviction, LockErr
 /// releasing, under the mutex): the spare is then known to have no other name.
 pub fn remove_own_publication(target: &LockTarget) -> Result<(), LockError> {
     remove(target)?;
-    if let Some(spare) = spares().get_mut(&target.path) {
+    if let Some(spare) = spares().get_mut(target.path.as_os_str()) {
         spare.sole_link = true;
     }
     Ok(())
@@ -717,7 +718,7 @@ mod tests {
     }
 
     fn drop_spares_of(t: &LockTarget) {
-        if let Some(spare) = spares().remove(&t.path) {
+        if let Some(spare) = spares().remove(t.path.as_os_str()) {
             spare.discard();
         }
     }

@@ -94,7 +94,13 @@ pub fn resolve_lexical(base: &Path, p: &str) -> PathBuf {
 
 /// Lowercase hex sha256 of the absolute cwd's UTF-8 bytes (use the raw OsStr bytes).
 pub fn cwd_hash(abs_cwd: &Path) -> String {
-    format!("{:x}", Sha256::digest(abs_cwd.as_os_str().as_bytes()))
+    let mut hex = String::with_capacity(64 + ".lock".len());
+    for b in Sha256::digest(abs_cwd.as_os_str().as_bytes()) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    hex
 }
 
 /// findRepoRoot as above (None = no repo root).
@@ -425,7 +431,9 @@ pub fn workspace_lock_path(cwd: &str, ctx: &PathContext) -> Result<PathBuf, Lock
 }
 
 fn lock_file_name(abs_cwd: &Path) -> String {
-    format!("{}.lock", cwd_hash(abs_cwd))
+    let mut name = cwd_hash(abs_cwd);
+    name.push_str(".lock");
+    name
 }
 
 /// The lock path of pi-crew's usual layout, `absCwd/.crew/state/workspace-locks/<hash>.lock`,
@@ -519,21 +527,48 @@ fn first_marker(dir: Dir) -> Option<usize> {
 
 /// Node's posix path.join(a, b): concatenate with `/`, then normalise.
 fn node_join(base: &Path, name: &str) -> PathBuf {
-    let mut v = base.as_os_str().as_bytes().to_vec();
+    let mut v = Vec::with_capacity(base.as_os_str().len() + 1 + name.len());
+    v.extend_from_slice(base.as_os_str().as_bytes());
     v.push(b'/');
     v.extend_from_slice(name.as_bytes());
     let absolute = v.first() == Some(&b'/');
-    let mut out = normalize(&v, absolute);
+    // Joining a clean name to a clean absolute path (every join on the way to a lock path)
+    // needs no rewriting.
+    let mut out = if is_normal_rooted(&v) {
+        v
+    } else {
+        normalize(&v, absolute)
+    };
     if !absolute && out.is_empty() {
         out.push(b'.');
     }
     PathBuf::from(OsString::from_vec(out))
 }
 
+/// Whether `normalize(path, true)` would return `path` unchanged: rooted, and no empty, `.`
+/// or `..` segment (so no `//`, no trailing `/` but in `/` itself).
+fn is_normal_rooted(path: &[u8]) -> bool {
+    match path {
+        [b'/'] => true,
+        [b'/', rest @ ..] => rest
+            .split(|&b| b == b'/')
+            .all(|seg| !matches!(seg, b"" | b"." | b"..")),
+        _ => false,
+    }
+}
+
 /// Node's normalizeString: drop empty and `.` segments, fold `..`. A rooted result stays at
 /// `/` on excess `..`; a relative one keeps them. No trailing slash (none of our callers need
 /// Node's trailing-slash preservation: they end in a name).
 fn normalize(path: &[u8], absolute: bool) -> Vec<u8> {
+    if is_normal_rooted(path) {
+        return path.to_vec();
+    }
+    fold_segments(path, absolute)
+}
+
+/// [`normalize`] the long way, segment by segment.
+fn fold_segments(path: &[u8], absolute: bool) -> Vec<u8> {
     let rooted = absolute || path.first() == Some(&b'/');
     let mut parts: Vec<&[u8]> = Vec::new();
     for seg in path.split(|&b| b == b'/') {
@@ -793,6 +828,40 @@ mod tests {
         assert_eq!(s(&resolve_lexical(Path::new("//x//"), "y/")), "/x/y");
         assert_eq!(s(&resolve_lexical(Path::new("/"), "..")), "/");
         assert_eq!(s(&resolve_lexical(Path::new("/"), "")), "/");
+    }
+
+    #[test]
+    fn clean_paths_are_recognised_exactly() {
+        let cases = [
+            "/",
+            "//",
+            "/a",
+            "/a/",
+            "/a//b",
+            "/a/./b",
+            "/a/../b",
+            "/.",
+            "/..",
+            "/a/.",
+            "/a/..",
+            "/.a",
+            "/..a",
+            "/a.",
+            "/a/b.lock",
+            "/a/.crew/state",
+            "a",
+            "a/b",
+            "",
+            ".",
+            "./a",
+            "/a/...",
+            "/a/b/c/",
+        ];
+        for case in cases {
+            let p = case.as_bytes();
+            assert_eq!(is_normal_rooted(p), fold_segments(p, true) == p, "{case:?}");
+            assert_eq!(normalize(p, true), fold_segments(p, true), "{case:?}");
+        }
     }
 
     #[test]
