@@ -150,6 +150,20 @@ describe('crashed holders are recovered at once', () => {
   })
 })
 
+describe('the lock directory removed between locks', () => {
+  it('acquires again after the state directory was deleted, with the lockfile in the new one', async () => {
+    const cwd = workspace()
+    for (let round = 0; round < 3; round++) {
+      const h = await lock.acquireWorkspaceLock(cwd, `g${round}`)
+      assert.equal(JSON.parse(fs.readFileSync(h.lockPath, 'utf8')).goalId, `g${round}`)
+      h.release()
+      assert.equal(fs.existsSync(h.lockPath), false)
+      // What `git clean -fdx` or a user's rm -rf does to pi-crew's state between goals.
+      fs.rmSync(path.join(cwd, '.crew'), { recursive: true, force: true })
+    }
+  })
+})
+
 describe('claims appear whole; unreadable lockfiles', () => {
   it('treats an empty lockfile being written by the original as busy, not garbage', { timeout: 20_000 }, async () => {
     const cwd = workspace()

@@ -355,10 +355,18 @@ pub fn drop_spares() {
 /// Publishes a claim whole: `link()` fails if anything (even a dangling symlink) is at the
 /// lock path. `Ok(false)` when something is.
 pub fn publish(target: &LockTarget, bytes: &[u8]) -> Result<bool, LockError> {
-    let mut spare = match Spare::take(target) {
-        Some(spare) => spare,
-        None => Spare::create(target)?,
-    };
+    if let Some(spare) = Spare::take(target) {
+        match publish_from(target, spare, bytes) {
+            // The spare's name is gone (the directory was emptied or made anew since our last
+            // release): publish from a new one.
+            Err(LockError::Io(e)) if e.errno == libc::ENOENT => {}
+            done => return done,
+        }
+    }
+    publish_from(target, Spare::create(target)?, bytes)
+}
+
+fn publish_from(target: &LockTarget, mut spare: Spare, bytes: &[u8]) -> Result<bool, LockError> {
     // Linked at the lock path below, or possibly so if link() fails oddly: count again.
     spare.sole_link = false;
     if let Err(e) = spare.write(bytes) {
@@ -371,6 +379,8 @@ pub fn publish(target: &LockTarget, bytes: &[u8]) -> Result<bool, LockError> {
             Ok(true)
         }
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            // Not linked anywhere new: still its only name.
+            spare.sole_link = true;
             spare.keep(target);
             Ok(false)
         }
@@ -379,6 +389,14 @@ pub fn publish(target: &LockTarget, bytes: &[u8]) -> Result<bool, LockError> {
             Err(LockError::io(&e, "link", &target.path))
         }
     }
+}
+
+/// Whether this process's spare for the lock path may be linked there (a claim of ours
+/// published and not yet known released).
+pub fn may_be_published(target: &LockTarget) -> bool {
+    spares()
+        .get(target.path.as_os_str())
+        .is_some_and(|spare| !spare.sole_link)
 }
 
 /// The bytes at the lock path if it is the very file this process last published there
@@ -533,6 +551,48 @@ mod tests {
         assert!(!publish(&t, b"{\"goalId\":\"c\"}").unwrap());
         assert_eq!(fs::read(&t.path).unwrap(), b"{\"goalId\":\"b\"}");
         remove(&t).unwrap();
+        drop_spares_of(&t);
+    }
+
+    #[test]
+    fn may_be_published_follows_our_spare_in_and_out_of_the_lock_path() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = TempDir::new("io-may-be-published");
+        let t = target(&dir);
+        assert!(!may_be_published(&t), "no spare yet");
+        assert!(publish(&t, b"{\"goalId\":\"a\"}").unwrap());
+        assert!(may_be_published(&t));
+        let spare = fs::metadata(&t.path).unwrap().ino();
+        remove_own_publication(&t).unwrap();
+        assert!(!may_be_published(&t));
+        // A link refused by another's file links nothing: the spare is known unpublished,
+        // and the next claim rewrites that same inode.
+        fs::write(&t.path, b"{\"goalId\":\"other\"}").unwrap();
+        assert!(!publish(&t, b"{\"goalId\":\"b\"}").unwrap());
+        assert!(!may_be_published(&t));
+        fs::remove_file(&t.path).unwrap();
+        assert!(publish(&t, b"{\"goalId\":\"b\"}").unwrap());
+        assert_eq!(fs::metadata(&t.path).unwrap().ino(), spare);
+        remove(&t).unwrap();
+        drop_spares_of(&t);
+    }
+
+    #[test]
+    fn a_spare_whose_name_was_swept_is_replaced_at_the_next_claim() {
+        let dir = TempDir::new("io-swept-spare");
+        let t = target(&dir);
+        assert!(publish(&t, b"{\"goalId\":\"a\"}").unwrap());
+        remove_own_publication(&t).unwrap();
+        // The whole directory removed and made again (`git clean`, a user's rm -rf).
+        fs::remove_dir_all(&t.dir).unwrap();
+        fs::create_dir_all(&t.dir).unwrap();
+        assert!(publish(&t, b"{\"goalId\":\"b\"}").unwrap());
+        assert_eq!(fs::read(&t.path).unwrap(), b"{\"goalId\":\"b\"}");
+        assert_eq!(
+            read_own_publication(&t).as_deref(),
+            Some(&b"{\"goalId\":\"b\"}"[..])
+        );
+        remove_own_publication(&t).unwrap();
         drop_spares_of(&t);
     }
 

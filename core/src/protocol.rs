@@ -8,7 +8,9 @@
 use crate::error::LockError;
 use crate::kernel_lock::{mutex_offset, HolderSlot, OwnerFile};
 use crate::liveness::{StaleReason, Verdict};
-use crate::lockfile_io::{self, evict, observe, publish, Eviction, LockTarget, Observed};
+use crate::lockfile_io::{
+    self, evict, may_be_published, observe, publish, Eviction, LockTarget, Observed,
+};
 use crate::paths::{PathContext, UsualLockPath};
 use crate::record::{NewRecord, ParsedRecord};
 use std::fs;
@@ -173,8 +175,18 @@ pub fn try_claim<C: Claimant>(
 ) -> Result<ClaimOutcome, C::Error> {
     let grace = unreadable_grace(heartbeat_stale_ms);
     let mut last_busy = Busy { holder: None };
-    for _ in 0..MAX_ROUNDS {
-        let seen = observe(&target.path)?;
+    for round in 0..MAX_ROUNDS {
+        // A fresh acquire that found the owner file (so the directory) claims blind first:
+        // link() refuses whatever is at the lock path, and a lock is usually free, so looking
+        // first would cost an open for nothing. Not while a claim of ours may be published
+        // there (another goal of this process holding it): that attempt would only churn
+        // our spare.
+        let blind = round == 0 && opened.is_some() && !may_be_published(target);
+        let seen = if blind {
+            Observed::Absent
+        } else {
+            observe(&target.path)?
+        };
         // Opened (if it exists) only to judge a record; the claim reuses it.
         let probe = opened.take().or_else(|| match &seen {
             Observed::File {
@@ -220,6 +232,11 @@ pub fn try_claim<C: Claimant>(
                 bytes,
                 reclaimed,
             })));
+        }
+        if blind {
+            // Something is there: look at it next round, with the same owner file.
+            opened = owners;
+            continue;
         }
         if let Observed::File {
             record: Some(r), ..

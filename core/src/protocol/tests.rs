@@ -334,7 +334,12 @@ fn reclaim_stale_removes_stale_and_old_corrupt_in_name_order() {
 /// kernel locks conflict between threads exactly as between processes).
 #[test]
 fn contending_threads_never_overlap() {
-    let dir = TempDir::new("proto-contention");
+    contend("proto-contention", |target, goal| claim(target, goal));
+}
+
+/// 4 threads, 200 claims and releases each, on one lock: never two owners at once.
+fn contend(name: &str, claim: fn(&LockTarget, &str) -> ClaimOutcome) {
+    let dir = TempDir::new(name);
     let target = Arc::new(LockTarget::new(dir.path().join("h.lock")));
     let inside = Arc::new(AtomicUsize::new(0));
     let total = Arc::new(AtomicUsize::new(0));
@@ -344,9 +349,7 @@ fn contending_threads_never_overlap() {
             std::thread::spawn(move || {
                 let mut done = 0;
                 while done < 200 {
-                    match try_claim(&target, &mut enhanced(&format!("t{t}")), 60_000.0, None)
-                        .unwrap()
-                    {
+                    match claim(&target, &format!("t{t}")) {
                         ClaimOutcome::Claimed(mut c) => {
                             assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two owners");
                             total.fetch_add(1, Ordering::SeqCst);
@@ -364,4 +367,106 @@ fn contending_threads_never_overlap() {
         t.join().unwrap();
     }
     assert_eq!(total.load(Ordering::SeqCst), 800);
+    assert!(!target.path.exists());
+}
+
+/// A fresh acquire's claim in the usual layout: the owner file comes opened.
+fn claim_opened(target: &LockTarget, goal: &str) -> Result<ClaimOutcome, LockError> {
+    fs::create_dir_all(&target.dir).unwrap();
+    let owners = OwnerFile::open(&target.dir, true).unwrap();
+    assert!(owners.is_some(), "OFD locks on the test file system");
+    try_claim(target, &mut enhanced(goal), 60_000.0, owners)
+}
+
+fn spare_names(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".spare"))
+        .collect()
+}
+
+/// A record of the original module (no holder byte) naming a process: this one (alive) or
+/// none (dead).
+fn original_record(goal: &str, alive: bool) -> String {
+    let pid = if alive {
+        std::process::id()
+    } else {
+        0x3fff_fff0
+    };
+    format!(
+        r#"{{"pid":{pid},"heartbeat":{},"goalId":"{goal}","acquiredAt":"x"}}"#,
+        now_ms()
+    )
+}
+
+#[test]
+fn a_blind_first_claim_judges_whatever_it_finds_like_a_looking_one() {
+    let dir = TempDir::new("proto-blind");
+    let target = LockTarget::new(dir.path().join("locks").join("h.lock"));
+    // Free: claimed outright.
+    let mut a = claimed(claim_opened(&target, "a").unwrap());
+    assert_eq!(a.reclaimed, None);
+    assert!(release(&mut a).unwrap());
+    // A live holder of another process: busy, naming it; its file untouched.
+    let live = original_record("live", true);
+    fs::write(&target.path, &live).unwrap();
+    assert_eq!(
+        busy_goal(claim_opened(&target, "b").unwrap()).as_deref(),
+        Some("live")
+    );
+    assert_eq!(fs::read_to_string(&target.path).unwrap(), live);
+    // A dead one: reclaimed, with its record and the reason.
+    fs::write(&target.path, original_record("dead", false)).unwrap();
+    let mut b = claimed(claim_opened(&target, "b").unwrap());
+    let reclaimed = b.reclaimed.clone().expect("a reclaim");
+    assert_eq!(reclaimed.reason, StaleReason::HolderDead);
+    assert_eq!(
+        reclaimed
+            .previous
+            .and_then(|p| p.goal_id().and_then(|g| g.as_str().map(String::from))),
+        Some("dead".to_string())
+    );
+    assert!(release(&mut b).unwrap());
+    // Fresh unreadable content: busy without a holder.
+    fs::write(&target.path, b"{\"pid\":").unwrap();
+    assert!(matches!(
+        claim_opened(&target, "c").unwrap(),
+        ClaimOutcome::Busy(Busy { holder: None })
+    ));
+    fs::remove_file(&target.path).unwrap();
+    // A directory: the same error as when looking first.
+    fs::create_dir(&target.path).unwrap();
+    match claim_opened(&target, "d") {
+        Err(LockError::Io(e)) => assert_eq!(e.code(), "EISDIR"),
+        other => panic!("{other:?}"),
+    }
+    // Failed blind links left one spare, ready for the next claim.
+    assert_eq!(spare_names(&target.dir).len(), 1);
+}
+
+#[test]
+fn a_blind_claim_is_not_tried_over_a_claim_of_this_process() {
+    let dir = TempDir::new("proto-blind-own");
+    let target = LockTarget::new(dir.path().join("h.lock"));
+    let mut a = claimed(claim_opened(&target, "a").unwrap());
+    let spares_before = spare_names(&target.dir);
+    assert_eq!(
+        busy_goal(claim_opened(&target, "b").unwrap()).as_deref(),
+        Some("a")
+    );
+    // The holder's spare is still the one published: its release reads it back directly.
+    assert_eq!(spare_names(&target.dir), spares_before);
+    assert_eq!(
+        lockfile_io::read_own_publication(&target).as_deref(),
+        Some(a.bytes.as_bytes())
+    );
+    assert!(release(&mut a).unwrap());
+}
+
+#[test]
+fn contending_threads_claiming_blind_never_overlap() {
+    contend("proto-contend-blind", |target, goal| {
+        claim_opened(target, goal).unwrap()
+    });
 }
