@@ -150,7 +150,7 @@ describe('crashed holders are recovered at once', () => {
   })
 })
 
-describe('the lock directory removed between locks', () => {
+describe('lock files removed between locks', () => {
   it('acquires again after the state directory was deleted, with the lockfile in the new one', async () => {
     const cwd = workspace()
     for (let round = 0; round < 3; round++) {
@@ -161,6 +161,23 @@ describe('the lock directory removed between locks', () => {
       // What `git clean -fdx` or a user's rm -rf does to pi-crew's state between goals.
       fs.rmSync(path.join(cwd, '.crew'), { recursive: true, force: true })
     }
+  })
+
+  it("acquires again after another sweep removed this process's idle spare file", async () => {
+    const cwd = workspace()
+    const first = await lock.acquireWorkspaceLock(cwd, 'a')
+    first.release()
+    const dir = path.dirname(first.lockPath)
+    const spares = fs.readdirSync(dir).filter((n) => n.endsWith('.spare'))
+    assert.equal(spares.length, 1)
+    // Idle for long enough that a reclaimStaleLocks sweep (any process's) removes it.
+    const old = new Date(Date.now() - 3_600_000)
+    fs.utimesSync(path.join(dir, spares[0]), old, old)
+    assert.deepEqual(lock.reclaimStaleLocks(dir), [])
+    assert.equal(fs.existsSync(path.join(dir, spares[0])), false)
+    const again = await lock.acquireWorkspaceLock(cwd, 'b')
+    assert.equal(JSON.parse(fs.readFileSync(again.lockPath, 'utf8')).goalId, 'b')
+    again.release()
   })
 })
 

@@ -208,13 +208,14 @@ function targetsReading(R) {
   const floorLink = R.cycle?.['floor-link']?.median_us
   const path = R.busy?.ours_path_us
   const recFloor = R.reclaim?.stale10000?.floor?.us_per_file
+  const extraSyscalls = Math.round((R.cycle?.[OURS]?.syscalls_per_cycle ?? NaN) - (R.cycle?.['floor-link']?.syscalls_per_cycle ?? NaN))
   const parts = []
   if (unmet.some((w) => w.startsWith('acquire + release')))
     parts.push(
       `**Uncontended cycle.** 5× the original is ${fmt(ORIGINAL.cycle_us / 5)} µs. The syscall floor, which does nothing but ` +
         `create and delete a lockfile, takes ${fmt(floor)} µs here, and its spare-inode variant ${fmt(floorLink)} µs; what a ` +
         `correct lock adds to it (the lock path, resolved again on every call; the kernel mutex around claim and release; the ` +
-        `holder's kernel lock; reading the record back before deleting it) is about 8 syscalls at 1–1.5 µs each on this VM, ` +
+        `holder's kernel lock; reading the record back before deleting it) is about ${extraSyscalls} syscalls at 1–1.5 µs each on this VM, ` +
         `each of them walking the lock path's components from \`/\`.`,
     )
   if (unmet.some((w) => w.startsWith('isWorkspaceBusy')))
