@@ -438,7 +438,8 @@ function reading(R) {
         `the libuv pool). The floor's O_EXCL create + unlink takes ${fmt(fl)} µs and its spare-inode variant ` +
         `(pwrite + link, unlink) ${fmt(fk)} µs: this package ${vsFloor >= 1 ? `takes ${x1(vsFloor)} the floor's time` : `is faster than the floor`}. ` +
         `The difference is what the package does that the floor does not: it resolves the workspace's lock path ` +
-        `(realpath of the cwd, a walk up to the repository root, sha256), ` +
+        `on every call (sha256 of the cwd; in pi-crew's usual layout, opening the owner file beside the lockfile with ` +
+        `openat2 refusing symlinks proves it, elsewhere a realpath and a walk up to the repository root), ` +
         `takes and drops an OFD kernel lock as a mutex around claim and release and holds another for the life of ` +
         `the lock, and reads the lockfile back before unlinking it on release (${syscallText(c)}), ` +
         `plus a promise through napi. It never creates an inode per acquisition, though: it writes the record ` +
