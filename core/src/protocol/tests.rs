@@ -334,7 +334,7 @@ fn reclaim_stale_removes_stale_and_old_corrupt_in_name_order() {
 /// kernel locks conflict between threads exactly as between processes).
 #[test]
 fn contending_threads_never_overlap() {
-    contend("proto-contention", |target, goal| claim(target, goal));
+    contend("proto-contention", claim);
 }
 
 /// 4 threads, 200 claims and releases each, on one lock: never two owners at once.
