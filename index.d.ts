@@ -9,7 +9,7 @@ export type StartTimeResolver = (pid: number) => number | undefined;
 export declare const defaultStartTimeResolver: StartTimeResolver;
 
 /** What a lockfile holds (`JSON.stringify` order). Records written by this package add
- *  `host`, `bootId`, `pidNs` and `ownerLock` after these five. */
+ *  `host`, `bootId`, `pidNs`, `ownerLock` and `ownerFile` after these five. */
 export interface WorkspaceLockContents {
   pid: number;
   startTime: number | undefined;
@@ -95,7 +95,7 @@ export interface WorkspaceLockStatus {
    *  caller's resolver and clock, judged as the original does). */
   evidence?: "kernel_lock" | "pid" | "heartbeat" | "injected";
   /** The lockfile's record as `JSON.parse` gives it (`pid`, `goalId`, `heartbeat`, … and,
-   *  for this package's holders, `host`, `bootId`, `pidNs`, `ownerLock`). */
+   *  for this package's holders, `host`, `bootId`, `pidNs`, `ownerLock`, `ownerFile`). */
   record?: Partial<WorkspaceLockContents> & Record<string, unknown>;
   /** `now() - heartbeat`. */
   heartbeatAgeMs?: number;

@@ -46,9 +46,12 @@ describe('the lockfile', () => {
     const five = JSON.stringify({ pid: FIXED_PID, startTime: 1000, heartbeat: now, goalId: 'goal_"a"\n', acquiredAt: new Date(now).toISOString() })
     assert.ok(text.startsWith(five.slice(0, -1) + ','), text)
     const parsed = JSON.parse(text)
-    assert.deepEqual(Object.keys(parsed), ['pid', 'startTime', 'heartbeat', 'goalId', 'acquiredAt', 'host', 'bootId', 'pidNs', 'ownerLock'])
+    assert.deepEqual(Object.keys(parsed), ['pid', 'startTime', 'heartbeat', 'goalId', 'acquiredAt', 'host', 'bootId', 'pidNs', 'ownerLock', 'ownerFile'])
     assert.equal(typeof parsed.ownerLock, 'number')
     assert.ok(Number.isSafeInteger(parsed.ownerLock))
+    // The owner file's inode number, as a string (it may not fit a number exactly).
+    const owners = path.join(path.dirname(h.lockPath), '.owners')
+    assert.equal(parsed.ownerFile, fs.statSync(owners, { bigint: true }).ino.toString())
     assert.equal(parsed.bootId, fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim())
     h.release()
   })

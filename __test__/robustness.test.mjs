@@ -11,6 +11,17 @@ import { lock, workspace, startChild, sleep, originalRecord, setAge, tempDir } f
 const heartbeatAge = (lockPath) => Date.now() - JSON.parse(fs.readFileSync(lockPath, 'utf8')).heartbeat
 const ms = (t0) => Number(process.hrtime.bigint() - t0) / 1e6
 
+/** A waiter ('waiter', the given pollMs) that must hold the lock within 1 s of `act()`. */
+async function acquiredRightAfter(cwd, pollMs, act) {
+  const waiting = lock.acquireWorkspaceLock(cwd, 'waiter', { pollMs })
+  await sleep(50)
+  const t0 = process.hrtime.bigint()
+  act()
+  const h = await waiting
+  assert.ok(ms(t0) < 1000, `woke after ${ms(t0)} ms`)
+  return h
+}
+
 describe('held locks stay held', () => {
   it('keeps the heartbeat fresh for 3x heartbeatStaleMs while the holder\'s event loop is blocked', { timeout: 20_000 }, async () => {
     const cwd = workspace()
@@ -105,12 +116,7 @@ describe('crashed holders are recovered at once', () => {
     const cwd = workspace()
     const holder = startChild('holder.mjs', [cwd])
     await holder.nextLine()
-    const waiting = lock.acquireWorkspaceLock(cwd, 'waiter', { pollMs: 60_000 })
-    await sleep(50)
-    const t0 = process.hrtime.bigint()
-    holder.kill('SIGKILL')
-    const h = await waiting
-    assert.ok(ms(t0) < 1000, `woke after ${ms(t0)} ms`)
+    const h = await acquiredRightAfter(cwd, 60_000, () => holder.kill('SIGKILL'))
     h.release()
   })
 
@@ -150,7 +156,24 @@ describe('crashed holders are recovered at once', () => {
   })
 })
 
-describe('lock files removed between locks', () => {
+describe('lock files removed', () => {
+  it('keeps a live holder held when .owners is deleted under it, and still recovers at its death', { timeout: 20_000 }, async () => {
+    const cwd = workspace()
+    const holder = startChild('holder.mjs', [cwd, JSON.stringify({ goalId: 'goal' })])
+    const lockPath = (await holder.nextLine()).replace(/^held /, '')
+    // A cleanup of empty files, say: the holder's kernel byte is in the deleted inode.
+    fs.unlinkSync(path.join(path.dirname(lockPath), '.owners'))
+    assert.equal(lock.isWorkspaceBusy(cwd), 'goal')
+    // Claims make a new .owners, whose free byte says nothing about this holder.
+    await assert.rejects(lock.acquireWorkspaceLock(cwd, 'thief', { failOnWorkspaceBusy: true }), /workspace busy/)
+    assert.equal(lock.isWorkspaceBusy(cwd), 'goal')
+    assert.equal(lock.inspectWorkspaceLock(cwd).evidence, 'pid')
+    const h = await acquiredRightAfter(cwd, 3_600_000, () => holder.kill('SIGKILL'))
+    assert.equal(JSON.parse(fs.readFileSync(lockPath, 'utf8')).goalId, 'waiter')
+    h.release()
+  })
+
+
   it('acquires again after the state directory was deleted, with the lockfile in the new one', async () => {
     const cwd = workspace()
     for (let round = 0; round < 3; round++) {

@@ -82,6 +82,7 @@ impl Claimant for BindingClaimant<'_> {
             acquired_at,
             host: host_identity().clone(),
             owner_lock: slot.map(|s| s.0),
+            owner_file: None,
         })
     }
 }
@@ -348,13 +349,18 @@ fn holder_watch(request: &Request, busy: &Busy) -> Option<HolderWatch> {
     });
     match (holder.owner_lock(), locality) {
         (_, Locality::Elsewhere) => None,
-        (Some(offset), _) if HolderSlot::is_valid(offset) => Some(match provable_pid {
-            Some(pid) => HolderWatch::Pid(pid),
-            None => HolderWatch::KernelByte {
-                owner_file: request.target.dir.join(OWNER_FILE_NAME),
-                offset,
-            },
-        }),
+        (Some(offset), _) if HolderSlot::is_valid(offset) => {
+            match (provable_pid, holder.owner_file()) {
+                (Some(pid), _) => Some(HolderWatch::Pid(pid)),
+                // An owner file named unreadably: no byte of any file proves anything.
+                (None, Some(None)) => None,
+                (None, named) => Some(HolderWatch::KernelByte {
+                    owner_file: request.target.dir.join(OWNER_FILE_NAME),
+                    offset,
+                    owner_ino: named.flatten(),
+                }),
+            }
+        }
         (None, Locality::SamePidNamespace) if !request.injected => {
             holder.probeable_pid().map(HolderWatch::Pid)
         }

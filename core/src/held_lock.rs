@@ -251,6 +251,7 @@ mod tests {
                 acquired_at: "t".into(),
                 host: host_identity().clone(),
                 owner_lock: slot.map(|s| s.0),
+                owner_file: None,
             })
         }
     }

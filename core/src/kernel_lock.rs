@@ -14,7 +14,7 @@ use crate::paths::open_without_symlinks;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -28,6 +28,8 @@ const HOLDER_RANGE_LEN: u64 = (1 << 52) - (1 << 48);
 pub struct OwnerFile {
     file: File,
     path: PathBuf,
+    /// Its inode number, read once when first asked for.
+    ino: OnceLock<Option<u64>>,
 }
 
 /// A holder's kernel-lock byte.
@@ -78,7 +80,11 @@ impl OwnerFile {
             options.create(true);
         }
         match options.open(&path) {
-            Ok(file) => Ok(Some(OwnerFile { file, path })),
+            Ok(file) => Ok(Some(OwnerFile {
+                file,
+                path,
+                ino: OnceLock::new(),
+            })),
             Err(e) if !create && e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(LockError::io(&e, "open", &path)),
         }
@@ -93,7 +99,16 @@ impl OwnerFile {
         Ok(OwnerFile {
             file: File::from(fd),
             path,
+            ino: OnceLock::new(),
         })
+    }
+
+    /// The inode number of the file opened (one fstat, then remembered): what a record
+    /// names as its holder's owner file.
+    pub fn ino(&self) -> Option<u64> {
+        *self
+            .ino
+            .get_or_init(|| self.file.metadata().ok().map(|m| m.ino()))
     }
 
     /// Blocks until the per-name mutex is ours. Held for microseconds by other processes;
@@ -155,21 +170,31 @@ impl OwnerFile {
 }
 
 /// Blocks until nobody holds the byte at `offset` of `owner_file` (its holder released it
-/// or died), then lets go of it. A read lock, so many watchers can wait side by side; it
-/// returns at once if the file cannot be opened.
-pub fn wait_until_free(owner_file: &Path, offset: u64) {
+/// or died), then lets go of it. A read lock, so many watchers can wait side by side.
+/// `expected_ino`: the inode the holder's record names. Returns `false`, at once, when the
+/// byte cannot be watched: the file is another one (the holder's was deleted and made anew:
+/// its byte there says nothing) or cannot be opened while the record names one. Without a
+/// named inode a missing file means the holder is gone (`true`).
+pub fn wait_until_free(owner_file: &Path, offset: u64, expected_ino: Option<u64>) -> bool {
     let opened = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(owner_file);
-    let Ok(file) = opened else { return };
+    let Ok(file) = opened else {
+        return expected_ino.is_none();
+    };
+    if let Some(expected) = expected_ino {
+        if file.metadata().ok().map(|m| m.ino()) != Some(expected) {
+            return false;
+        }
+    }
     let fl = flock_for(libc::F_RDLCK, offset);
     // Returning closes the file, which drops the read lock at once.
     loop {
         // SAFETY: valid fd and flock struct for the duration of the call.
         let rc = unsafe { libc::fcntl(file.as_raw_fd(), F_OFD_SETLKW, &fl) };
         if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return;
+            return true;
         }
     }
 }
@@ -242,6 +267,21 @@ pub fn random_u64() -> u64 {
 mod tests {
     use super::*;
     use crate::test_support::TempDir;
+
+    #[test]
+    fn a_byte_is_watched_only_in_the_owner_file_the_holder_named() {
+        let dir = TempDir::new("kernel-lock-watch");
+        let path = dir.path().join(OWNER_FILE_NAME);
+        // Missing: the holder is gone, unless it named a file (deleted under it).
+        assert!(wait_until_free(&path, HOLDER_RANGE_START, None));
+        assert!(!wait_until_free(&path, HOLDER_RANGE_START, Some(1)));
+        let file = OwnerFile::open(dir.path(), true).unwrap().unwrap();
+        let ino = file.ino().expect("an inode number");
+        // Another file than the named one: not watched, whatever its byte.
+        assert!(!wait_until_free(&path, HOLDER_RANGE_START, Some(ino + 1)));
+        // The named one, its byte free: returns at once.
+        assert!(wait_until_free(&path, HOLDER_RANGE_START, Some(ino)));
+    }
 
     #[test]
     fn holder_bytes_conflict_between_two_opens_and_free_on_close() {

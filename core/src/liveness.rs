@@ -113,6 +113,39 @@ impl PidProbes {
     }
 }
 
+/// What the holder's kernel byte says.
+enum ByteEvidence {
+    Held,
+    Free,
+    /// The owner file here is not the one the record names (the holder's was deleted, and
+    /// perhaps made anew): its byte says nothing about this holder.
+    NotTheHolders,
+    /// Locks cannot be tested here.
+    Unknown,
+}
+
+fn holder_byte(record: &ParsedRecord, owners: Option<&OwnerFile>, offset: u64) -> ByteEvidence {
+    let named = record.owner_file();
+    let Some(owners) = owners else {
+        // No owner file: nobody holds a kernel lock in this directory; unless the record
+        // names one, which someone deleted under its live holder.
+        return match named {
+            None => ByteEvidence::Free,
+            Some(_) => ByteEvidence::NotTheHolders,
+        };
+    };
+    match owners.probe(offset) {
+        Ok(SlotState::Held) => ByteEvidence::Held,
+        // A free byte in another file than the holder's proves nothing. Asked only here, so
+        // judging a live holder costs no fstat.
+        Ok(SlotState::Free) => match named {
+            Some(ino) if ino.is_none() || ino != owners.ino() => ByteEvidence::NotTheHolders,
+            _ => ByteEvidence::Free,
+        },
+        Err(_) => ByteEvidence::Unknown,
+    }
+}
+
 /// This package's judge, for the default resolver and clock. `owners` is the locks
 /// directory's owner file if it exists (a holder's kernel lock lives there).
 pub fn enhanced_verdict(
@@ -144,24 +177,28 @@ pub fn enhanced_judgement(
         return (Verdict::Malformed, Evidence::Heartbeat);
     }
     let mut evidence = Evidence::Heartbeat;
-    match (record.owner_lock(), locality_of(record)) {
+    let locality = locality_of(record);
+    let byte = match (record.owner_lock(), locality) {
         (Some(offset), Locality::SamePidNamespace | Locality::SameKernel)
             if HolderSlot::is_valid(offset) =>
         {
-            match owners.map(|o| o.probe(offset)) {
-                // No owner file: nobody holds a kernel lock in this directory.
-                None | Some(Ok(SlotState::Free)) => {
-                    return (
-                        Verdict::Stale(StaleReason::HolderDead),
-                        Evidence::KernelLock,
-                    )
-                }
-                Some(Ok(SlotState::Held)) => evidence = Evidence::KernelLock,
-                // Cannot tell (locks unsupported here): the heartbeat decides.
-                Some(Err(_)) => {}
-            }
+            Some(holder_byte(record, owners, offset))
         }
-        (_, Locality::SamePidNamespace) => {
+        _ => None,
+    };
+    match (byte, locality) {
+        (Some(ByteEvidence::Free), _) => {
+            return (
+                Verdict::Stale(StaleReason::HolderDead),
+                Evidence::KernelLock,
+            )
+        }
+        (Some(ByteEvidence::Held), _) => evidence = Evidence::KernelLock,
+        // Cannot tell (locks unsupported here): the heartbeat decides.
+        (Some(ByteEvidence::Unknown), _) => {}
+        // No byte to go on, or none that counts (the holder's owner file is gone): its pid
+        // in our namespace, else its heartbeat.
+        (None | Some(ByteEvidence::NotTheHolders), Locality::SamePidNamespace) => {
             if let Some(pid) = record.probeable_pid() {
                 evidence = Evidence::Pid;
                 let probe = probes.probe(pid);
@@ -195,6 +232,7 @@ mod tests {
     use crate::kernel_lock::OwnerFile;
     use crate::process_probe::start_time_of;
     use crate::test_support::TempDir;
+    use std::fs;
 
     fn rec(json: &str) -> ParsedRecord {
         ParsedRecord::parse(json.as_bytes()).unwrap()
@@ -292,6 +330,73 @@ mod tests {
             enhanced_verdict(&r, None, 1500.0, 60_000.0),
             Verdict::Stale(StaleReason::HolderDead)
         );
+    }
+
+    #[test]
+    fn enhanced_judge_counts_the_byte_only_in_the_owner_file_the_record_names() {
+        let dir = TempDir::new("liveness-owner-file");
+        let holder = OwnerFile::open(dir.path(), true).unwrap().unwrap();
+        let slot = HolderSlot::random();
+        assert!(holder.try_hold(slot).unwrap());
+        let me = host_identity();
+        let pid = std::process::id();
+        let st = start_time_of(&pid.to_string()).unwrap();
+        let record = |pid: u32, pid_ns: &str, owner_file: &str| {
+            rec(&format!(
+                r#"{{"pid":{pid},"startTime":{st},"heartbeat":1000,"host":"{}","bootId":"{}","pidNs":"{pid_ns}","ownerLock":{},"ownerFile":{owner_file}}}"#,
+                me.hostname,
+                me.boot_id.clone().unwrap_or_default(),
+                slot.0
+            ))
+        };
+        let our_ns = me.pid_namespace.clone().unwrap_or_default();
+        let named = format!("\"{}\"", holder.ino().unwrap());
+        let judge = |r: &ParsedRecord, owners: Option<&OwnerFile>, now: f64| {
+            enhanced_judgement(r, owners, now, 60_000.0, &PidProbes::default())
+        };
+        let live = record(pid, &our_ns, &named);
+        let in_file = OwnerFile::open(dir.path(), false).unwrap().unwrap();
+        assert_eq!(
+            judge(&live, Some(&in_file), 2000.0),
+            (Verdict::Live, Evidence::KernelLock)
+        );
+        // Someone deletes the owner file under its live holder ...
+        fs::remove_file(dir.path().join(crate::kernel_lock::OWNER_FILE_NAME)).unwrap();
+        assert_eq!(judge(&live, None, 2000.0), (Verdict::Live, Evidence::Pid));
+        // ... and another claim makes a new one, where that byte is free: not a death.
+        let anew = OwnerFile::open(dir.path(), true).unwrap().unwrap();
+        assert_eq!(
+            judge(&live, Some(&anew), 2000.0),
+            (Verdict::Live, Evidence::Pid)
+        );
+        // The pid still tells a dead holder, and the heartbeat one in another PID namespace.
+        let dead = record(999_999_999, &our_ns, &named);
+        assert_eq!(
+            judge(&dead, Some(&anew), 2000.0),
+            (Verdict::Stale(StaleReason::HolderDead), Evidence::Pid)
+        );
+        let contained = record(999_999_999, "another-ns", &named);
+        assert_eq!(judge(&contained, Some(&anew), 2000.0).0, Verdict::Live);
+        assert_eq!(
+            judge(&contained, Some(&anew), 62_000.0).0,
+            Verdict::Stale(StaleReason::HeartbeatStale)
+        );
+        // A record naming the file its byte is free in: dead, by the kernel lock.
+        let in_anew = record(pid, &our_ns, &format!("\"{}\"", anew.ino().unwrap()));
+        assert_eq!(
+            judge(&in_anew, Some(&anew), 2000.0),
+            (
+                Verdict::Stale(StaleReason::HolderDead),
+                Evidence::KernelLock
+            )
+        );
+        // Named unreadably: no file's byte counts.
+        let unreadable = record(pid, &our_ns, "\"x\"");
+        assert_eq!(
+            judge(&unreadable, Some(&anew), 2000.0),
+            (Verdict::Live, Evidence::Pid)
+        );
+        drop(holder);
     }
 
     #[test]

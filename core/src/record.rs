@@ -27,6 +27,9 @@ pub struct NewRecord {
     /// The byte offset of the holder's kernel lock in the locks directory's owner file;
     /// `None` where the file system has no such locks.
     pub owner_lock: Option<u64>,
+    /// The inode number of that owner file: its byte is evidence only in that very file
+    /// (not in one made anew after the holder's was deleted).
+    pub owner_file: Option<u64>,
 }
 
 impl NewRecord {
@@ -59,6 +62,12 @@ impl NewRecord {
         if let Some(offset) = self.owner_lock {
             out.push_str(",\"ownerLock\":");
             out.push_str(&offset.to_string());
+        }
+        if let Some(ino) = self.owner_file {
+            // A string: inode numbers may exceed what a JavaScript number holds exactly.
+            out.push_str(",\"ownerFile\":\"");
+            out.push_str(&ino.to_string());
+            out.push('"');
         }
         out.push('}');
         out
@@ -120,6 +129,12 @@ impl ParsedRecord {
 
     pub fn owner_lock(&self) -> Option<u64> {
         self.field("ownerLock")?.as_u64()
+    }
+
+    /// `Some(None)`: the record names an owner file, but not as this package writes it.
+    pub fn owner_file(&self) -> Option<Option<u64>> {
+        let named = self.field("ownerFile")?;
+        Some(named.as_str().and_then(|s| s.parse().ok()))
     }
 
     pub fn boot_id(&self) -> Option<&str> {
@@ -191,6 +206,7 @@ mod tests {
                 pid_namespace: Some("4026531836".into()),
             },
             owner_lock,
+            owner_file: owner_lock.map(|_| 18_446_744_073_709_551_557),
         }
     }
 
@@ -223,8 +239,22 @@ mod tests {
             json,
             "{\"pid\":12345,\"startTime\":1000,\"heartbeat\":1700000000123,\"goalId\":\"goal_a\",\
              \"acquiredAt\":\"2023-11-14T22:13:20.123Z\",\"host\":\"box\",\"bootId\":\"b-1\",\
-             \"pidNs\":\"4026531836\",\"ownerLock\":281474976710700}"
+             \"pidNs\":\"4026531836\",\"ownerLock\":281474976710700,\
+             \"ownerFile\":\"18446744073709551557\"}"
         );
+    }
+
+    #[test]
+    fn reads_the_owner_file_back_exactly_and_tells_a_malformed_one() {
+        let parse = |json: &str| ParsedRecord::parse(json.as_bytes()).unwrap();
+        let ours = record(Some(1000.0), Some(281_474_976_710_700)).to_json();
+        assert_eq!(
+            parse(&ours).owner_file(),
+            Some(Some(18_446_744_073_709_551_557))
+        );
+        assert_eq!(parse(r#"{"pid":1}"#).owner_file(), None);
+        assert_eq!(parse(r#"{"ownerFile":12}"#).owner_file(), Some(None));
+        assert_eq!(parse(r#"{"ownerFile":"-1"}"#).owner_file(), Some(None));
     }
 
     #[test]
@@ -232,6 +262,7 @@ mod tests {
         let json = record(None, None).to_json();
         assert!(json.starts_with("{\"pid\":12345,\"heartbeat\":"), "{json}");
         assert!(!json.contains("ownerLock"));
+        assert!(!json.contains("ownerFile"));
     }
 
     #[test]

@@ -34,8 +34,12 @@ pub enum WakeReason {
 /// Who holds the lock, for watching their death.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum HolderWatch {
-    /// A holder of this package: its byte in the owner file.
-    KernelByte { owner_file: PathBuf, offset: u64 },
+    /// A holder of this package: its byte in the owner file (the inode its record names).
+    KernelByte {
+        owner_file: PathBuf,
+        offset: u64,
+        owner_ino: Option<u64>,
+    },
     /// A holder of the original module in our PID namespace.
     Pid(i32),
 }
@@ -357,8 +361,13 @@ impl Service {
                     None => {}
                 }
             }
-            HolderWatch::KernelByte { owner_file, offset } => {
+            HolderWatch::KernelByte {
+                owner_file,
+                offset,
+                owner_ino,
+            } => {
                 let key = (owner_file.clone(), *offset);
+                let owner_ino = *owner_ino;
                 if st.byte_watchers.contains(&key) {
                     return;
                 }
@@ -368,12 +377,17 @@ impl Service {
                     .spawn({
                         let key = key.clone();
                         move || {
-                            crate::kernel_lock::wait_until_free(&key.0, key.1);
+                            let freed =
+                                crate::kernel_lock::wait_until_free(&key.0, key.1, owner_ino);
                             let mut st = self.lock();
                             st.byte_watchers.remove(&key);
-                            st.fired_bytes.push(key);
-                            drop(st);
-                            self.poke();
+                            // An unwatchable byte wakes nobody: the directory's events and
+                            // pollMs still do.
+                            if freed {
+                                st.fired_bytes.push(key);
+                                drop(st);
+                                self.poke();
+                            }
                         }
                     })
                     .is_ok();
@@ -480,9 +494,9 @@ impl Service {
                 };
                 let holder_gone = match &w.holder {
                     Some(HolderWatch::Pid(pid)) => exited.contains(pid),
-                    Some(HolderWatch::KernelByte { owner_file, offset }) => {
-                        bytes.iter().any(|(f, o)| f == owner_file && o == offset)
-                    }
+                    Some(HolderWatch::KernelByte {
+                        owner_file, offset, ..
+                    }) => bytes.iter().any(|(f, o)| f == owner_file && o == offset),
                     None => false,
                 };
                 let reason = if changed {
@@ -678,12 +692,36 @@ mod tests {
             holder: Some(HolderWatch::KernelByte {
                 owner_file: dir.path().join(OWNER_FILE_NAME),
                 offset: slot.0,
+                owner_ino: holder.ino(),
             }),
             deadline: Instant::now() + Duration::from_secs(30),
             order: 0,
             pause,
         });
         (holder, rx)
+    }
+
+    #[test]
+    fn a_byte_in_another_owner_file_than_the_holders_wakes_nobody() {
+        let dir = TempDir::new("wait-byte-elsewhere");
+        // The holder's owner file was deleted; this one was made anew, its byte free.
+        let anew = OwnerFile::open(dir.path(), true).unwrap().unwrap();
+        let holders = anew.ino().map(|ino| ino + 1);
+        let rx = wait_for(WaitSpec {
+            lock_path: dir.path().join("h.lock"),
+            holder: Some(HolderWatch::KernelByte {
+                owner_file: dir.path().join(OWNER_FILE_NAME),
+                offset: HolderSlot::random().0,
+                owner_ino: holders,
+            }),
+            deadline: Instant::now() + Duration::from_millis(400),
+            order: 0,
+            pause: None,
+        });
+        // Not woken by that byte (which would make the waiter spin), only by its deadline.
+        let at = woken(&rx, WakeReason::Deadline);
+        drop(anew);
+        assert!(at.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

@@ -38,6 +38,7 @@ impl Claimant for Enhanced {
             acquired_at: "2026-01-01T00:00:00.000Z".into(),
             host: host_identity().clone(),
             owner_lock: slot.map(|s| s.0),
+            owner_file: None,
         })
     }
 }
@@ -469,4 +470,27 @@ fn contending_threads_claiming_blind_never_overlap() {
     contend("proto-contend-blind", |target, goal| {
         claim_opened(target, goal).unwrap()
     });
+}
+
+#[test]
+fn a_claim_names_its_owner_file_and_survives_that_files_deletion() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("proto-owner-file-deleted");
+    let target = LockTarget::new(dir.path().join("h.lock"));
+    let owners_path = target.dir.join(crate::kernel_lock::OWNER_FILE_NAME);
+    let mut a = claimed(claim_opened(&target, "a").unwrap());
+    let ino = fs::metadata(&owners_path).unwrap().ino();
+    assert_eq!(a.record.owner_file, Some(ino));
+    assert!(a.bytes.ends_with(&format!(",\"ownerFile\":\"{ino}\"}}")));
+    // Deleted under its live holder: other claims, looking or blind (which make the file
+    // anew), still find the lock held.
+    fs::remove_file(&owners_path).unwrap();
+    assert_eq!(busy_goal(claim(&target, "b")).as_deref(), Some("a"));
+    assert_eq!(
+        busy_goal(claim_opened(&target, "b").unwrap()).as_deref(),
+        Some("a")
+    );
+    assert!(release(&mut a).unwrap());
+    let b = claimed(claim_opened(&target, "b").unwrap());
+    assert_eq!(b.reclaimed, None);
 }
