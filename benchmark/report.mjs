@@ -215,8 +215,8 @@ function targetsReading(R) {
       `**Uncontended cycle.** 5× the original is ${fmt(ORIGINAL.cycle_us / 5)} µs. The syscall floor, which does nothing but ` +
         `create and delete a lockfile, takes ${fmt(floor)} µs here, and its spare-inode variant ${fmt(floorLink)} µs; what a ` +
         `correct lock adds to it (the lock path, resolved again on every call; the kernel mutex around claim and release; the ` +
-        `holder's kernel lock; reading the record back before deleting it) is about ${extraSyscalls} syscalls at 1–1.5 µs each on this VM, ` +
-        `each of them walking the lock path's components from \`/\`.`,
+        `holder's kernel lock, and the fstat that names its file in the record; reading the record back before deleting it) is about ${extraSyscalls} syscalls at 0.5–2 µs each on this VM ` +
+        `(those given a path walk its components from \`/\`).`,
     )
   if (unmet.some((w) => w.startsWith('isWorkspaceBusy')))
     parts.push(
