@@ -66,7 +66,7 @@ impl Claimant for BindingClaimant<'_> {
         self.judge.verdict(record, owners)
     }
 
-    fn record(&mut self, slot: Option<HolderSlot>) -> JsResult<NewRecord> {
+    fn record(&mut self) -> JsResult<NewRecord> {
         let heartbeat = self.judge.now()?;
         let acquired = self.judge.now()?;
         let invalid = || js::range_error("Invalid time value");
@@ -81,7 +81,7 @@ impl Claimant for BindingClaimant<'_> {
             goal_id: self.request.goal_id.clone(),
             acquired_at,
             host: host_identity().clone(),
-            owner_lock: slot.map(|s| s.0),
+            owner_lock: None,
             owner_file: None,
         })
     }

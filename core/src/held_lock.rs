@@ -228,7 +228,7 @@ mod tests {
     use super::*;
     use crate::error::LockError;
     use crate::host::host_identity;
-    use crate::kernel_lock::{HolderSlot, OwnerFile};
+    use crate::kernel_lock::OwnerFile;
     use crate::liveness::{enhanced_verdict, Verdict};
     use crate::lockfile_io::LockTarget;
     use crate::protocol::{try_claim, ClaimOutcome, Claimant};
@@ -242,7 +242,7 @@ mod tests {
         fn judge(&mut self, r: &ParsedRecord, o: Option<&OwnerFile>) -> Result<Verdict, LockError> {
             Ok(enhanced_verdict(r, o, wall_clock_ms(), 100.0))
         }
-        fn record(&mut self, slot: Option<HolderSlot>) -> Result<NewRecord, LockError> {
+        fn record(&mut self) -> Result<NewRecord, LockError> {
             Ok(NewRecord {
                 pid: f64::from(std::process::id()),
                 start_time: None,
@@ -250,7 +250,7 @@ mod tests {
                 goal_id: "g".into(),
                 acquired_at: "t".into(),
                 host: host_identity().clone(),
-                owner_lock: slot.map(|s| s.0),
+                owner_lock: None,
                 owner_file: None,
             })
         }

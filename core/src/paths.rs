@@ -537,7 +537,7 @@ fn node_join(base: &Path, name: &str) -> PathBuf {
     let mut out = if is_normal_rooted(&v) {
         v
     } else {
-        normalize(&v, absolute)
+        fold_segments(&v, absolute)
     };
     if !absolute && out.is_empty() {
         out.push(b'.');

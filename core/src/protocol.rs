@@ -47,8 +47,8 @@ pub trait Claimant {
         record: &ParsedRecord,
         owners: Option<&OwnerFile>,
     ) -> Result<Verdict, Self::Error>;
-    /// Our record, holding `slot` (`None` without kernel locks). Reads the clock.
-    fn record(&mut self, slot: Option<HolderSlot>) -> Result<NewRecord, Self::Error>;
+    /// Our record, without its kernel-lock fields (the claim fills them). Reads the clock.
+    fn record(&mut self) -> Result<NewRecord, Self::Error>;
 }
 
 /// A lock this process holds.
@@ -209,7 +209,8 @@ pub fn try_claim<C: Claimant>(
             None => open_for_claim(&target.dir)?,
         };
         let slot = owners.as_ref().map(|_| HolderSlot::random());
-        let mut record = claimant.record(slot)?;
+        let mut record = claimant.record()?;
+        record.owner_lock = slot.map(|s| s.0);
         // Which file our byte is in: a byte judged in any other says nothing of us.
         record.owner_file = owners.as_ref().and_then(OwnerFile::ino);
         let bytes = record.to_json();

@@ -29,7 +29,7 @@ impl Claimant for Enhanced {
     ) -> Result<Verdict, LockError> {
         Ok(enhanced_verdict(r, owners, now_ms(), self.stale_ms))
     }
-    fn record(&mut self, slot: Option<HolderSlot>) -> Result<NewRecord, LockError> {
+    fn record(&mut self) -> Result<NewRecord, LockError> {
         Ok(NewRecord {
             pid: f64::from(std::process::id()),
             start_time: crate::process_probe::start_time_of(&std::process::id().to_string()),
@@ -37,7 +37,7 @@ impl Claimant for Enhanced {
             goal_id: self.goal.clone(),
             acquired_at: "2026-01-01T00:00:00.000Z".into(),
             host: host_identity().clone(),
-            owner_lock: slot.map(|s| s.0),
+            owner_lock: None,
             owner_file: None,
         })
     }
@@ -260,8 +260,8 @@ impl Claimant for Original {
     fn judge(&mut self, r: &ParsedRecord, _: Option<&OwnerFile>) -> Result<Verdict, LockError> {
         original_verdict(r, &mut |_| Ok(None), self.now, 60_000.0)
     }
-    fn record(&mut self, slot: Option<HolderSlot>) -> Result<NewRecord, LockError> {
-        let mut r = enhanced("orig").record(slot)?;
+    fn record(&mut self) -> Result<NewRecord, LockError> {
+        let mut r = enhanced("orig").record()?;
         r.heartbeat = self.now;
         Ok(r)
     }
