@@ -49,9 +49,9 @@ describe('the lockfile', () => {
     assert.deepEqual(Object.keys(parsed), ['pid', 'startTime', 'heartbeat', 'goalId', 'acquiredAt', 'host', 'bootId', 'pidNs', 'ownerLock', 'ownerFile'])
     assert.equal(typeof parsed.ownerLock, 'number')
     assert.ok(Number.isSafeInteger(parsed.ownerLock))
-    // The owner file's inode number, as a string (it may not fit a number exactly).
-    const owners = path.join(path.dirname(h.lockPath), '.owners')
-    assert.equal(parsed.ownerFile, fs.statSync(owners, { bigint: true }).ino.toString())
+    // The owner file's device and inode numbers, as a string (they may not fit a number).
+    const owners = fs.statSync(path.join(path.dirname(h.lockPath), '.owners'), { bigint: true })
+    assert.equal(parsed.ownerFile, `${owners.dev}:${owners.ino}`)
     assert.equal(parsed.bootId, fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim())
     h.release()
   })

@@ -173,6 +173,40 @@ describe('lock files removed', () => {
     h.release()
   })
 
+  it('still judges a holder by its kernel lock after .owners is deleted, once a check kept that file open', { timeout: 20_000 }, async () => {
+    const cwd = workspace()
+    const holder = startChild('holder.mjs', [cwd, JSON.stringify({ goalId: 'goal' })])
+    const lockPath = (await holder.nextLine()).replace(/^held /, '')
+    assert.equal(lock.isWorkspaceBusy(cwd), 'goal') // keeps the holder's owner file open
+    fs.unlinkSync(path.join(path.dirname(lockPath), '.owners'))
+    await assert.rejects(lock.acquireWorkspaceLock(cwd, 'thief', { failOnWorkspaceBusy: true }), /workspace busy/)
+    assert.equal(lock.isWorkspaceBusy(cwd), 'goal')
+    assert.equal(lock.inspectWorkspaceLock(cwd).evidence, 'kernel_lock')
+    holder.kill('SIGKILL')
+    await holder.exited
+    const status = lock.inspectWorkspaceLock(cwd)
+    assert.deepEqual([status.state, status.reason, status.evidence], ['stale', 'holder_dead', 'kernel_lock'])
+    assert.equal(lock.isWorkspaceBusy(cwd), undefined)
+  })
+
+  it('closes the owner files its busy checks kept open when the worker ends', { timeout: 20_000 }, async () => {
+    const cwd = workspace()
+    const holder = startChild('holder.mjs', [cwd, JSON.stringify({ goalId: 'goal' })])
+    const owners = path.join(path.dirname((await holder.nextLine()).replace(/^held /, '')), '.owners')
+    const ownersOpen = () => fs.readdirSync('/proc/self/fd').some((fd) => {
+      try { return fs.readlinkSync(`/proc/self/fd/${fd}`) === owners } catch { return false }
+    })
+    assert.equal(ownersOpen(), false)
+    const code = `const { parentPort, workerData } = require('node:worker_threads')
+      parentPort.postMessage(require(workerData.index).isWorkspaceBusy(workerData.cwd))`
+    const index = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'index.js')
+    const w = new Worker(code, { eval: true, workerData: { cwd, index } })
+    assert.equal(await new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject) }), 'goal')
+    assert.equal(ownersOpen(), true)
+    await new Promise((resolve) => w.once('exit', resolve))
+    assert.equal(ownersOpen(), false)
+    holder.kill('SIGKILL')
+  })
 
   it('acquires again after the state directory was deleted, with the lockfile in the new one', async () => {
     const cwd = workspace()

@@ -357,7 +357,7 @@ fn holder_watch(request: &Request, busy: &Busy) -> Option<HolderWatch> {
                 (None, named) => Some(HolderWatch::KernelByte {
                     owner_file: request.target.dir.join(OWNER_FILE_NAME),
                     offset,
-                    owner_ino: named.flatten(),
+                    owner_id: named.flatten(),
                 }),
             }
         }

@@ -55,8 +55,8 @@ pub fn inspect_path(
         } => {
             let fields = serde_json::Value::Object(record.fields().clone());
             js::set_named(env, obj, "record", js::from_json(env, Some(&fields))?)?;
-            let owners = judge.owner_file(path);
-            let (verdict, evidence) = judge.judgement(record, owners.as_ref())?;
+            let owners = judge.owner_file(path, record);
+            let (verdict, evidence) = judge.judgement(record, owners.as_deref())?;
             let heartbeat = record.heartbeat();
             if heartbeat.is_finite() {
                 let age = judge.now()? - heartbeat;

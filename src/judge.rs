@@ -5,9 +5,10 @@
 use crate::js::{self, Env, JsResult};
 use crate::options::JudgeOptions;
 use std::path::Path;
+use std::sync::Arc;
 use workspace_lock_core::held_lock::wall_clock_ms;
 use workspace_lock_core::js_semantics::template_string;
-use workspace_lock_core::kernel_lock::OwnerFile;
+use workspace_lock_core::kernel_lock::{owner_file_for_judging, OwnerFile};
 use workspace_lock_core::liveness::{enhanced_judgement, original_verdict, PidProbes, Verdict};
 use workspace_lock_core::process_probe::start_time_of;
 use workspace_lock_core::record::ParsedRecord;
@@ -60,13 +61,14 @@ impl<'a> Judge<'a> {
         }
     }
 
-    /// The owner file a judgement of `lock_path`'s record consults: that of its directory,
-    /// if it exists, for the default judge; none for an injected one, which never reads it.
-    pub fn owner_file(&self, lock_path: &Path) -> Option<OwnerFile> {
-        if self.opts.injected() {
+    /// The owner file a judgement of `record`, found at `lock_path`, consults: for the default
+    /// judge of a record with a holder byte, the file it names if kept open, else its
+    /// directory's if that exists; none for an injected judge, which never reads it.
+    pub fn owner_file(&self, lock_path: &Path, record: &ParsedRecord) -> Option<Arc<OwnerFile>> {
+        if self.opts.injected() || record.owner_lock().is_none() {
             return None;
         }
-        OwnerFile::open(lock_path.parent()?, false).ok().flatten()
+        owner_file_for_judging(lock_path.parent()?, record.owner_file().flatten())
     }
 
     pub fn verdict(&self, record: &ParsedRecord, owners: Option<&OwnerFile>) -> JsResult<Verdict> {

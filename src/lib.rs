@@ -58,6 +58,8 @@ fn run_judged<'env>(
     body: impl FnOnce(sys::napi_env, String, &judge::Judge<'_>) -> JsResult<sys::napi_value>,
 ) -> Result<Unknown<'env>> {
     run_sync(env, |raw| {
+        // A judgement may keep an owner file open: closed at the env's teardown.
+        ensure_env_cleanup(raw);
         let subject = options::require_string(raw, subject.raw(), what)?;
         let opts = options::judge_options(raw, opts.map(|o| o.raw()))?;
         let judge = judge::Judge::new(raw, &opts);
@@ -69,8 +71,9 @@ thread_local! {
     static CLEANUP_REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// At env teardown (process exit, worker termination) held locks are released and pending
-/// acquisitions stop, so nothing is left behind and no attempt runs for a dead env.
+/// At env teardown (process exit, worker termination) held locks are released, pending
+/// acquisitions stop and kept files are closed, so nothing is left behind and no attempt
+/// runs for a dead env.
 fn ensure_env_cleanup(env: sys::napi_env) {
     if CLEANUP_REGISTERED.with(|c| c.replace(true)) {
         return;
@@ -80,6 +83,7 @@ fn ensure_env_cleanup(env: sys::napi_env) {
         handle::release_all_held();
         handle::forget_cached();
         workspace_lock_core::lockfile_io::drop_spares();
+        workspace_lock_core::kernel_lock::forget_judging_files();
         CLEANUP_REGISTERED.with(|c| c.set(false));
     }
     // SAFETY: registers a plain function with no data on this env.
@@ -191,8 +195,8 @@ pub fn is_workspace_busy<'env>(
         else {
             return Ok(js::undefined(raw));
         };
-        let owners = judge.owner_file(&path);
-        match judge.verdict(&record, owners.as_ref())? {
+        let owners = judge.owner_file(&path, &record);
+        match judge.verdict(&record, owners.as_deref())? {
             Verdict::Live => js::from_json(raw, record.goal_id()),
             Verdict::Stale(_) | Verdict::Malformed => Ok(js::undefined(raw)),
         }

@@ -11,13 +11,14 @@
 
 use crate::error::LockError;
 use crate::paths::open_without_symlinks;
+use crate::record::FileId;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub const OWNER_FILE_NAME: &str = ".owners";
 const HOLDER_RANGE_START: u64 = 1 << 48;
@@ -28,8 +29,8 @@ const HOLDER_RANGE_LEN: u64 = (1 << 52) - (1 << 48);
 pub struct OwnerFile {
     file: File,
     path: PathBuf,
-    /// Its inode number, read once when first asked for.
-    ino: OnceLock<Option<u64>>,
+    /// Its device and inode numbers, read once when first asked for.
+    id: OnceLock<Option<FileId>>,
 }
 
 /// A holder's kernel-lock byte.
@@ -83,7 +84,7 @@ impl OwnerFile {
             Ok(file) => Ok(Some(OwnerFile {
                 file,
                 path,
-                ino: OnceLock::new(),
+                id: OnceLock::new(),
             })),
             Err(e) if !create && e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(LockError::io(&e, "open", &path)),
@@ -99,16 +100,16 @@ impl OwnerFile {
         Ok(OwnerFile {
             file: File::from(fd),
             path,
-            ino: OnceLock::new(),
+            id: OnceLock::new(),
         })
     }
 
-    /// The inode number of the file opened (one fstat, then remembered): what a record
-    /// names as its holder's owner file.
-    pub fn ino(&self) -> Option<u64> {
+    /// The identity of the file opened (one fstat, then remembered): what a record names as
+    /// its holder's owner file.
+    pub fn id(&self) -> Option<FileId> {
         *self
-            .ino
-            .get_or_init(|| self.file.metadata().ok().map(|m| m.ino()))
+            .id
+            .get_or_init(|| self.file.metadata().ok().map(|m| FileId::of(&m)))
     }
 
     /// Blocks until the per-name mutex is ours. Held for microseconds by other processes;
@@ -171,20 +172,20 @@ impl OwnerFile {
 
 /// Blocks until nobody holds the byte at `offset` of `owner_file` (its holder released it
 /// or died), then lets go of it. A read lock, so many watchers can wait side by side.
-/// `expected_ino`: the inode the holder's record names. Returns `false`, at once, when the
-/// byte cannot be watched: the file is another one (the holder's was deleted and made anew:
-/// its byte there says nothing) or cannot be opened while the record names one. Without a
-/// named inode a missing file means the holder is gone (`true`).
-pub fn wait_until_free(owner_file: &Path, offset: u64, expected_ino: Option<u64>) -> bool {
+/// `expected`: the file the holder's record names. Returns `false`, at once, when the byte
+/// cannot be watched: the file is another one (the holder's was deleted and made anew: its
+/// byte there says nothing) or cannot be opened while the record names one. Without a named
+/// file a missing one means the holder is gone (`true`).
+pub fn wait_until_free(owner_file: &Path, offset: u64, expected: Option<FileId>) -> bool {
     let opened = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(owner_file);
     let Ok(file) = opened else {
-        return expected_ino.is_none();
+        return expected.is_none();
     };
-    if let Some(expected) = expected_ino {
-        if file.metadata().ok().map(|m| m.ino()) != Some(expected) {
+    if let Some(expected) = expected {
+        if file.metadata().ok().map(|m| FileId::of(&m)) != Some(expected) {
             return false;
         }
     }
@@ -197,6 +198,52 @@ pub fn wait_until_free(owner_file: &Path, offset: u64, expected_ino: Option<u64>
             return true;
         }
     }
+}
+
+/// Owner files kept open for judging records, so that a busy check of a held lock costs no
+/// open and close of `.owners`: a bounded handful, the most recently used last.
+fn judging_files() -> std::sync::MutexGuard<'static, Vec<Arc<OwnerFile>>> {
+    static FILES: OnceLock<Mutex<Vec<Arc<OwnerFile>>>> = OnceLock::new();
+    FILES
+        .get_or_init(|| Mutex::new(Vec::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+const MAX_JUDGING_FILES: usize = 16;
+
+/// The owner file to test a holder's byte in, for a record found in `dir` that names `named`
+/// as its holder's. A file kept open is used only when it is exactly the named one: being
+/// open, its device and inode numbers cannot pass to another file, so its byte is that
+/// holder's whatever has become of the name `.owners` since (deleted, made anew, the
+/// directory mounted over). Otherwise the directory's current `.owners` is opened, and kept
+/// if it is the named one. `None` when there is none (or no OFD locks).
+pub fn owner_file_for_judging(dir: &Path, named: Option<FileId>) -> Option<Arc<OwnerFile>> {
+    if let Some(id) = named {
+        let mut kept = judging_files();
+        if let Some(at) = kept.iter().position(|f| f.id() == Some(id)) {
+            let file = kept.remove(at);
+            kept.push(Arc::clone(&file));
+            return Some(file);
+        }
+    }
+    let opened = Arc::new(OwnerFile::open(dir, false).ok().flatten()?);
+    if named.is_some() && opened.id() == named {
+        let mut kept = judging_files();
+        // The name's previous file, if kept, is no longer what the name opens.
+        kept.retain(|f| f.path != opened.path);
+        if kept.len() >= MAX_JUDGING_FILES {
+            kept.remove(0);
+        }
+        kept.push(Arc::clone(&opened));
+    }
+    Some(opened)
+}
+
+/// Closes the owner files kept for judging (at env teardown: no descriptor outlives its use).
+pub fn forget_judging_files() {
+    let kept = std::mem::take(&mut *judging_files());
+    drop(kept);
 }
 
 #[cfg(target_os = "linux")]
@@ -274,13 +321,87 @@ mod tests {
         let path = dir.path().join(OWNER_FILE_NAME);
         // Missing: the holder is gone, unless it named a file (deleted under it).
         assert!(wait_until_free(&path, HOLDER_RANGE_START, None));
-        assert!(!wait_until_free(&path, HOLDER_RANGE_START, Some(1)));
+        let elsewhere = FileId { dev: 1, ino: 1 };
+        assert!(!wait_until_free(&path, HOLDER_RANGE_START, Some(elsewhere)));
         let file = OwnerFile::open(dir.path(), true).unwrap().unwrap();
-        let ino = file.ino().expect("an inode number");
-        // Another file than the named one: not watched, whatever its byte.
-        assert!(!wait_until_free(&path, HOLDER_RANGE_START, Some(ino + 1)));
+        let id = file.id().expect("a file identity");
+        // Another file than the named one: not watched, whatever its byte. The same inode
+        // number on another device is another file.
+        for other in [
+            FileId {
+                ino: id.ino + 1,
+                ..id
+            },
+            FileId {
+                dev: id.dev + 1,
+                ..id
+            },
+        ] {
+            assert!(!wait_until_free(&path, HOLDER_RANGE_START, Some(other)));
+        }
         // The named one, its byte free: returns at once.
-        assert!(wait_until_free(&path, HOLDER_RANGE_START, Some(ino)));
+        assert!(wait_until_free(&path, HOLDER_RANGE_START, Some(id)));
+    }
+
+    #[test]
+    fn an_owner_file_kept_for_judging_serves_exactly_the_records_naming_it() {
+        // The only test of the process-wide set of kept files.
+        let dir = TempDir::new("kernel-lock-judging");
+        let path = dir.path().join(OWNER_FILE_NAME);
+        assert!(
+            owner_file_for_judging(dir.path(), None).is_none(),
+            "none yet"
+        );
+        let holder = OwnerFile::open(dir.path(), true).unwrap().unwrap();
+        let slot = HolderSlot::random();
+        assert!(holder.try_hold(slot).unwrap());
+        let id = holder.id().unwrap();
+        let first = owner_file_for_judging(dir.path(), Some(id)).unwrap();
+        let again = owner_file_for_judging(dir.path(), Some(id)).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "kept open, not opened again");
+        assert_eq!(again.probe(slot.0).unwrap(), SlotState::Held);
+        // A record naming no file: the directory's, opened for this judgement only.
+        let unnamed = owner_file_for_judging(dir.path(), None).unwrap();
+        assert!(!Arc::ptr_eq(&first, &unnamed));
+        // `.owners` deleted under its holder: records naming the holder's file still get it,
+        // and its byte, held, then freed when the holder goes.
+        std::fs::remove_file(&path).unwrap();
+        let kept = owner_file_for_judging(dir.path(), Some(id)).unwrap();
+        assert!(Arc::ptr_eq(&first, &kept));
+        assert_eq!(kept.probe(slot.0).unwrap(), SlotState::Held);
+        let anew = OwnerFile::open(dir.path(), true).unwrap().unwrap();
+        let anew_id = anew.id().unwrap();
+        assert_ne!(anew_id, id);
+        drop(holder);
+        assert_eq!(kept.probe(slot.0).unwrap(), SlotState::Free);
+        // A record naming the new file gets it, kept in place of the old one.
+        let fresh = owner_file_for_judging(dir.path(), Some(anew_id)).unwrap();
+        assert_eq!(fresh.id(), Some(anew_id));
+        assert!(Arc::ptr_eq(
+            &fresh,
+            &owner_file_for_judging(dir.path(), Some(anew_id)).unwrap()
+        ));
+        assert!(!judging_files().iter().any(|f| Arc::ptr_eq(f, &first)));
+        // A record naming a file that is not there: the directory's, not kept.
+        let elsewhere = FileId {
+            dev: anew_id.dev ^ 1,
+            ..anew_id
+        };
+        let current = owner_file_for_judging(dir.path(), Some(elsewhere)).unwrap();
+        assert_eq!(current.id(), Some(anew_id));
+        assert!(!Arc::ptr_eq(&current, &fresh));
+        // Bounded: one per directory, the least recently used let go.
+        let dirs: Vec<TempDir> = (0..MAX_JUDGING_FILES + 4)
+            .map(|i| TempDir::new(&format!("kernel-lock-judging-{i}")))
+            .collect();
+        for d in &dirs {
+            let file = OwnerFile::open(d.path(), true).unwrap().unwrap();
+            owner_file_for_judging(d.path(), file.id()).unwrap();
+        }
+        assert_eq!(judging_files().len(), MAX_JUDGING_FILES);
+        assert!(!judging_files().iter().any(|f| Arc::ptr_eq(f, &fresh)));
+        forget_judging_files();
+        assert!(judging_files().is_empty());
     }
 
     #[test]

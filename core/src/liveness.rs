@@ -139,7 +139,7 @@ fn holder_byte(record: &ParsedRecord, owners: Option<&OwnerFile>, offset: u64) -
         // A free byte in another file than the holder's proves nothing. Asked only here, so
         // judging a live holder costs no fstat.
         Ok(SlotState::Free) => match named {
-            Some(ino) if ino.is_none() || ino != owners.ino() => ByteEvidence::NotTheHolders,
+            Some(id) if id.is_none() || id != owners.id() => ByteEvidence::NotTheHolders,
             _ => ByteEvidence::Free,
         },
         Err(_) => ByteEvidence::Unknown,
@@ -231,6 +231,7 @@ mod tests {
     use crate::host::host_identity;
     use crate::kernel_lock::OwnerFile;
     use crate::process_probe::start_time_of;
+    use crate::record::FileId;
     use crate::test_support::TempDir;
     use std::fs;
 
@@ -350,7 +351,8 @@ mod tests {
             ))
         };
         let our_ns = me.pid_namespace.clone().unwrap_or_default();
-        let named = format!("\"{}\"", holder.ino().unwrap());
+        let name = |id: FileId| format!("\"{}:{}\"", id.dev, id.ino);
+        let named = name(holder.id().unwrap());
         let judge = |r: &ParsedRecord, owners: Option<&OwnerFile>, now: f64| {
             enhanced_judgement(r, owners, now, 60_000.0, &PidProbes::default())
         };
@@ -382,7 +384,8 @@ mod tests {
             Verdict::Stale(StaleReason::HeartbeatStale)
         );
         // A record naming the file its byte is free in: dead, by the kernel lock.
-        let in_anew = record(pid, &our_ns, &format!("\"{}\"", anew.ino().unwrap()));
+        let anew_id = anew.id().unwrap();
+        let in_anew = record(pid, &our_ns, &name(anew_id));
         assert_eq!(
             judge(&in_anew, Some(&anew), 2000.0),
             (
@@ -390,8 +393,26 @@ mod tests {
                 Evidence::KernelLock
             )
         );
-        // Named unreadably: no file's byte counts.
+        // The same inode number on another device is another file.
+        let other_device = FileId {
+            dev: anew_id.dev ^ 1,
+            ..anew_id
+        };
+        assert_eq!(
+            judge(
+                &record(pid, &our_ns, &name(other_device)),
+                Some(&anew),
+                2000.0
+            ),
+            (Verdict::Live, Evidence::Pid)
+        );
+        // Named unreadably (or as an inode number alone): no file's byte counts.
         let unreadable = record(pid, &our_ns, "\"x\"");
+        assert_eq!(
+            judge(&unreadable, Some(&anew), 2000.0),
+            (Verdict::Live, Evidence::Pid)
+        );
+        let unreadable = record(pid, &our_ns, &format!("\"{}\"", anew_id.ino));
         assert_eq!(
             judge(&unreadable, Some(&anew), 2000.0),
             (Verdict::Live, Evidence::Pid)

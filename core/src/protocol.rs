@@ -212,7 +212,7 @@ pub fn try_claim<C: Claimant>(
         let mut record = claimant.record()?;
         record.owner_lock = slot.map(|s| s.0);
         // Which file our byte is in: a byte judged in any other says nothing of us.
-        record.owner_file = owners.as_ref().and_then(OwnerFile::ino);
+        record.owner_file = owners.as_ref().and_then(OwnerFile::id);
         let bytes = record.to_json();
         let published = match &owners {
             Some(owners) => {

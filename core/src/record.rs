@@ -15,6 +15,24 @@ pub struct HostIdentity {
     pub pid_namespace: Option<String>,
 }
 
+/// A file's identity: its device and inode numbers, unique among the files that exist (an
+/// open file keeps both numbers from being reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
 /// The fields of a record this package writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRecord {
@@ -27,9 +45,9 @@ pub struct NewRecord {
     /// The byte offset of the holder's kernel lock in the locks directory's owner file;
     /// `None` where the file system has no such locks.
     pub owner_lock: Option<u64>,
-    /// The inode number of that owner file: its byte is evidence only in that very file
-    /// (not in one made anew after the holder's was deleted).
-    pub owner_file: Option<u64>,
+    /// That owner file: its byte is evidence only in that very file (not in one made anew
+    /// after the holder's was deleted, nor in one on another file system).
+    pub owner_file: Option<FileId>,
 }
 
 impl NewRecord {
@@ -63,10 +81,12 @@ impl NewRecord {
             out.push_str(",\"ownerLock\":");
             out.push_str(&offset.to_string());
         }
-        if let Some(ino) = self.owner_file {
-            // A string: inode numbers may exceed what a JavaScript number holds exactly.
+        if let Some(id) = self.owner_file {
+            // A string, `<dev>:<ino>`: both may exceed what a JavaScript number holds exactly.
             out.push_str(",\"ownerFile\":\"");
-            out.push_str(&ino.to_string());
+            out.push_str(&id.dev.to_string());
+            out.push(':');
+            out.push_str(&id.ino.to_string());
             out.push('"');
         }
         out.push('}');
@@ -132,9 +152,16 @@ impl ParsedRecord {
     }
 
     /// `Some(None)`: the record names an owner file, but not as this package writes it.
-    pub fn owner_file(&self) -> Option<Option<u64>> {
+    pub fn owner_file(&self) -> Option<Option<FileId>> {
         let named = self.field("ownerFile")?;
-        Some(named.as_str().and_then(|s| s.parse().ok()))
+        let parsed = named.as_str().and_then(|s| {
+            let (dev, ino) = s.split_once(':')?;
+            Some(FileId {
+                dev: dev.parse().ok()?,
+                ino: ino.parse().ok()?,
+            })
+        });
+        Some(parsed)
     }
 
     pub fn boot_id(&self) -> Option<&str> {
@@ -206,7 +233,10 @@ mod tests {
                 pid_namespace: Some("4026531836".into()),
             },
             owner_lock,
-            owner_file: owner_lock.map(|_| 18_446_744_073_709_551_557),
+            owner_file: owner_lock.map(|_| FileId {
+                dev: 2049,
+                ino: 18_446_744_073_709_551_557,
+            }),
         }
     }
 
@@ -240,7 +270,7 @@ mod tests {
             "{\"pid\":12345,\"startTime\":1000,\"heartbeat\":1700000000123,\"goalId\":\"goal_a\",\
              \"acquiredAt\":\"2023-11-14T22:13:20.123Z\",\"host\":\"box\",\"bootId\":\"b-1\",\
              \"pidNs\":\"4026531836\",\"ownerLock\":281474976710700,\
-             \"ownerFile\":\"18446744073709551557\"}"
+             \"ownerFile\":\"2049:18446744073709551557\"}"
         );
     }
 
@@ -248,13 +278,22 @@ mod tests {
     fn reads_the_owner_file_back_exactly_and_tells_a_malformed_one() {
         let parse = |json: &str| ParsedRecord::parse(json.as_bytes()).unwrap();
         let ours = record(Some(1000.0), Some(281_474_976_710_700)).to_json();
-        assert_eq!(
-            parse(&ours).owner_file(),
-            Some(Some(18_446_744_073_709_551_557))
-        );
+        let id = FileId {
+            dev: 2049,
+            ino: 18_446_744_073_709_551_557,
+        };
+        assert_eq!(parse(&ours).owner_file(), Some(Some(id)));
         assert_eq!(parse(r#"{"pid":1}"#).owner_file(), None);
-        assert_eq!(parse(r#"{"ownerFile":12}"#).owner_file(), Some(None));
-        assert_eq!(parse(r#"{"ownerFile":"-1"}"#).owner_file(), Some(None));
+        for malformed in [
+            r#"{"ownerFile":12}"#,
+            r#"{"ownerFile":"-1"}"#,
+            r#"{"ownerFile":"1311842"}"#,
+            r#"{"ownerFile":"2049:"}"#,
+            r#"{"ownerFile":":5"}"#,
+            r#"{"ownerFile":"2049:5:6"}"#,
+        ] {
+            assert_eq!(parse(malformed).owner_file(), Some(None), "{malformed}");
+        }
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub enum HolderWatch {
     KernelByte {
         owner_file: PathBuf,
         offset: u64,
-        owner_ino: Option<u64>,
+        owner_id: Option<crate::record::FileId>,
     },
     /// A holder of the original module in our PID namespace.
     Pid(i32),
@@ -364,10 +364,10 @@ impl Service {
             HolderWatch::KernelByte {
                 owner_file,
                 offset,
-                owner_ino,
+                owner_id,
             } => {
                 let key = (owner_file.clone(), *offset);
-                let owner_ino = *owner_ino;
+                let owner_id = *owner_id;
                 if st.byte_watchers.contains(&key) {
                     return;
                 }
@@ -378,7 +378,7 @@ impl Service {
                         let key = key.clone();
                         move || {
                             let freed =
-                                crate::kernel_lock::wait_until_free(&key.0, key.1, owner_ino);
+                                crate::kernel_lock::wait_until_free(&key.0, key.1, owner_id);
                             let mut st = self.lock();
                             st.byte_watchers.remove(&key);
                             // An unwatchable byte wakes nobody: the directory's events and
@@ -624,6 +624,7 @@ fn read_inotify(fd: i32, buf: &mut [u8], entries: &mut Vec<(i32, OsString)>, who
 mod tests {
     use super::*;
     use crate::kernel_lock::{HolderSlot, OwnerFile, OWNER_FILE_NAME};
+    use crate::record::FileId;
     use crate::test_support::TempDir;
     use std::sync::mpsc;
 
@@ -692,7 +693,7 @@ mod tests {
             holder: Some(HolderWatch::KernelByte {
                 owner_file: dir.path().join(OWNER_FILE_NAME),
                 offset: slot.0,
-                owner_ino: holder.ino(),
+                owner_id: holder.id(),
             }),
             deadline: Instant::now() + Duration::from_secs(30),
             order: 0,
@@ -706,13 +707,16 @@ mod tests {
         let dir = TempDir::new("wait-byte-elsewhere");
         // The holder's owner file was deleted; this one was made anew, its byte free.
         let anew = OwnerFile::open(dir.path(), true).unwrap().unwrap();
-        let holders = anew.ino().map(|ino| ino + 1);
+        let holders = anew.id().map(|id| FileId {
+            ino: id.ino + 1,
+            ..id
+        });
         let rx = wait_for(WaitSpec {
             lock_path: dir.path().join("h.lock"),
             holder: Some(HolderWatch::KernelByte {
                 owner_file: dir.path().join(OWNER_FILE_NAME),
                 offset: HolderSlot::random().0,
-                owner_ino: holders,
+                owner_id: holders,
             }),
             deadline: Instant::now() + Duration::from_millis(400),
             order: 0,

@@ -474,14 +474,14 @@ fn contending_threads_claiming_blind_never_overlap() {
 
 #[test]
 fn a_claim_names_its_owner_file_and_survives_that_files_deletion() {
-    use std::os::unix::fs::MetadataExt;
     let dir = TempDir::new("proto-owner-file-deleted");
     let target = LockTarget::new(dir.path().join("h.lock"));
     let owners_path = target.dir.join(crate::kernel_lock::OWNER_FILE_NAME);
     let mut a = claimed(claim_opened(&target, "a").unwrap());
-    let ino = fs::metadata(&owners_path).unwrap().ino();
-    assert_eq!(a.record.owner_file, Some(ino));
-    assert!(a.bytes.ends_with(&format!(",\"ownerFile\":\"{ino}\"}}")));
+    let id = crate::record::FileId::of(&fs::metadata(&owners_path).unwrap());
+    assert_eq!(a.record.owner_file, Some(id));
+    let named = format!(",\"ownerFile\":\"{}:{}\"}}", id.dev, id.ino);
+    assert!(a.bytes.ends_with(&named), "{:?}", a.bytes);
     // Deleted under its live holder: other claims, looking or blind (which make the file
     // anew), still find the lock held.
     fs::remove_file(&owners_path).unwrap();
