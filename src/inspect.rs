@@ -53,7 +53,7 @@ pub fn inspect_path(
             record: Some(record),
             ..
         } => {
-            let fields = serde_json::Value::Object(record.fields().clone());
+            let fields = record.to_object();
             js::set_named(env, obj, "record", js::from_json(env, Some(&fields))?)?;
             let owners = judge.owner_file(path, record);
             let (verdict, evidence) = judge.judgement(record, owners.as_deref())?;

@@ -220,8 +220,9 @@ pub fn observe_workspace_lock(
     Ok((path, seen))
 }
 
-/// Bytes read at once from a lockfile: far more than any record.
-const FIRST_READ: usize = 16 * 1024;
+/// Bytes read at once from a lockfile: far more than any record (a longer one costs an
+/// fstat and a second read).
+const FIRST_READ: usize = 4 * 1024;
 
 /// Creates a new file beside the lockfile, named with `suffix` (never following a symlink,
 /// never reusing an existing name).

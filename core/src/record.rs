@@ -96,31 +96,102 @@ impl NewRecord {
 
 /// A lockfile as read back: the parsed JSON object, read with the original's loose
 /// semantics (`JSON.parse`, then any object or array counts).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ParsedRecord {
-    fields: Map<String, Value>,
+    /// In the file's order, a duplicate key's last value at its first place, as `JSON.parse`
+    /// builds an object. A list: a record has about ten fields, and a list hashes nothing.
+    fields: Vec<(String, Value)>,
+}
+
+/// The same fields, in any order (as two JavaScript objects compared field by field).
+impl PartialEq for ParsedRecord {
+    fn eq(&self, other: &ParsedRecord) -> bool {
+        self.same_fields_but(other, "")
+    }
+}
+
+/// What `JSON.parse` of a lockfile gives, as far as the original's `readLock` cares.
+enum TopLevel {
+    Object(Vec<(String, Value)>),
+    /// Arrays are objects to `typeof`; they have none of the fields.
+    Array,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for TopLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TopLevel, D::Error> {
+        d.deserialize_any(TopLevelVisitor)
+    }
+}
+
+struct TopLevelVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TopLevelVisitor {
+    type Value = TopLevel;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
+        let mut fields: Vec<(String, Value)> = Vec::with_capacity(12);
+        while let Some(key) = map.next_key::<String>()? {
+            let value: Value = map.next_value()?;
+            match fields.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, old)) => *old = value,
+                None => fields.push((key, value)),
+            }
+        }
+        Ok(TopLevel::Object(fields))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<TopLevel, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(TopLevel::Array)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+    fn visit_unit<E>(self) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
 }
 
 impl ParsedRecord {
     /// `JSON.parse` of the file read as UTF-8 (invalid bytes replaced, as Node does);
     /// `None` for what the original's `readLock` treats as missing/corrupt.
     pub fn parse(bytes: &[u8]) -> Option<ParsedRecord> {
-        let text = String::from_utf8_lossy(bytes);
-        match serde_json::from_str::<Value>(&text).ok()? {
-            Value::Object(fields) => Some(ParsedRecord { fields }),
-            // Arrays are objects to `typeof`; they have none of the fields.
-            Value::Array(_) => Some(ParsedRecord { fields: Map::new() }),
-            _ => None,
+        let parsed = match std::str::from_utf8(bytes) {
+            Ok(text) => serde_json::from_str::<TopLevel>(text),
+            Err(_) => serde_json::from_str::<TopLevel>(&String::from_utf8_lossy(bytes)),
+        };
+        match parsed.ok()? {
+            TopLevel::Object(fields) => Some(ParsedRecord { fields }),
+            TopLevel::Array => Some(ParsedRecord { fields: Vec::new() }),
+            TopLevel::Other => None,
         }
     }
 
-    /// Every field, as `JSON.parse` gave it.
-    pub fn fields(&self) -> &Map<String, Value> {
-        &self.fields
+    /// Every field, as `JSON.parse` gave it, as a JSON object.
+    pub fn to_object(&self) -> Value {
+        Value::Object(self.fields.iter().cloned().collect::<Map<String, Value>>())
     }
 
     pub fn field(&self, name: &str) -> Option<&Value> {
-        self.fields.get(name)
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 
     pub fn pid(&self) -> Option<&Value> {
@@ -185,12 +256,19 @@ impl ParsedRecord {
     /// Whether both records are the same claim: equal in every field but the heartbeat,
     /// which a refresh rewrites.
     pub fn same_claim(&self, other: &ParsedRecord) -> bool {
-        let claim = |r: &ParsedRecord| {
-            let mut fields = r.fields.clone();
-            fields.remove("heartbeat");
-            fields
-        };
-        claim(self) == claim(other)
+        self.same_fields_but(other, "heartbeat")
+    }
+
+    /// Equal in every field but `except`, in any order. Keys are unique in each record: as
+    /// many fields, each found equal in the other, is equality.
+    fn same_fields_but(&self, other: &ParsedRecord, except: &str) -> bool {
+        let count = |r: &ParsedRecord| r.fields.iter().filter(|(k, _)| k != except).count();
+        count(self) == count(other)
+            && self
+                .fields
+                .iter()
+                .filter(|(k, _)| k != except)
+                .all(|(k, v)| other.field(k) == Some(v))
     }
 
     /// The original's release guard (`goalId`, `pid` and `startTime` strictly equal), plus:
@@ -318,8 +396,30 @@ mod tests {
         // Keys keep the file's order, as JSON.parse keeps insertion order.
         let r = ParsedRecord::parse(br#"{"pid":1,"heartbeat":2,"goalId":"g","acquiredAt":"x"}"#)
             .unwrap();
-        let keys: Vec<&str> = r.fields().keys().map(String::as_str).collect();
+        let object = r.to_object();
+        let keys: Vec<&str> = object
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys, ["pid", "heartbeat", "goalId", "acquiredAt"]);
+        // A duplicate keeps its first place and its last value, as in JavaScript.
+        let r = ParsedRecord::parse(br#"{"a":1,"b":2,"a":3}"#).unwrap();
+        assert_eq!(r.to_object().to_string(), r#"{"a":3,"b":2}"#);
+        // Nested values and invalid UTF-8 (replaced, as Node reads the file).
+        let r =
+            ParsedRecord::parse(b"{\"goalId\":\"g\xff\",\"x\":{\"y\":[1,{}]},\"n\":null}").unwrap();
+        assert_eq!(r.goal_id(), Some(&Value::String("g\u{fffd}".into())));
+        assert_eq!(r.field("x"), Some(&serde_json::json!({"y": [1, {}]})));
+        assert_eq!(r.field("n"), Some(&Value::Null));
+        assert!(ParsedRecord::parse(b"[1,[2],{\"a\":3}]").is_some());
+        assert!(
+            ParsedRecord::parse(b"{\"a\":1} x").is_none(),
+            "trailing garbage"
+        );
+        assert!(ParsedRecord::parse(b"true").is_none());
+        assert!(ParsedRecord::parse(b"-1.5e3").is_none());
     }
 
     #[test]
