@@ -23,6 +23,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub const OWNER_FILE_NAME: &str = ".owners";
 const HOLDER_RANGE_START: u64 = 1 << 48;
 const HOLDER_RANGE_LEN: u64 = (1 << 52) - (1 << 48);
+/// Where new holder bytes are drawn from: the holder range's offsets of 16 decimal digits,
+/// so that the record's length does not change from claim to claim (a shorter record in a
+/// reused spare would cost a truncation).
+const NEW_SLOTS_START: u64 = 1_000_000_000_000_000;
+const NEW_SLOTS_LEN: u64 = HOLDER_RANGE_START + HOLDER_RANGE_LEN - NEW_SLOTS_START;
 
 /// The owner file of one locks directory, opened once (one open file description).
 #[derive(Debug)]
@@ -40,7 +45,7 @@ pub struct HolderSlot(pub u64);
 impl HolderSlot {
     /// A byte no other holder uses (see [`unique_u64`]).
     pub fn random() -> HolderSlot {
-        HolderSlot(HOLDER_RANGE_START + unique_u64() % HOLDER_RANGE_LEN)
+        HolderSlot(NEW_SLOTS_START + unique_u64() % NEW_SLOTS_LEN)
     }
 
     pub fn is_valid(offset: u64) -> bool {
@@ -427,6 +432,10 @@ mod tests {
             (0..10_000).map(|_| HolderSlot::random().0).collect();
         assert_eq!(slots.len(), 10_000);
         assert!(slots.iter().all(|s| HolderSlot::is_valid(*s)));
+        assert!(
+            slots.iter().all(|s| s.to_string().len() == 16),
+            "one record length"
+        );
     }
 
     #[test]
