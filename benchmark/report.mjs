@@ -223,9 +223,9 @@ function targetsReading(R) {
       `**Busy checks.** 4× the original is ${fmt(ORIGINAL.busyFree_us / 4)} µs free and ${fmt(ORIGINAL.busyHeld_us / 4)} µs held. ` +
         `\`workspaceLockPath(cwd)\` alone takes ${fmt(path)} µs (an openat2 of \`<cwd>/.crew\` that refuses symlinks, and its ` +
         `close); a check opens the lockfile itself that way (if it is missing, a statx of \`.crew\` completes the proof), then ` +
-        `reads it and, if held, probes the holder's kernel lock (open, fcntl, close): 2 syscalls free and 6 held. Nothing is ` +
-        `cached: repo markers can change under the caller. The ` +
-        `original's figures include its 30 s repo-root cache.`,
+        `reads it and, if held, probes the holder's kernel lock (one fcntl, in the owner file the record names, kept open ` +
+        `since an earlier check): 2 syscalls free and 4 held. Neither the lock path nor the lockfile is cached: repo ` +
+        `markers and records can change under the caller. The original's figures include its 30 s repo-root cache.`,
     )
   if (unmet.includes('reclaimStaleLocks, 10,000 stale'))
     parts.push(
@@ -464,7 +464,7 @@ function reading(R) {
         `proper-lockfile ${fmt(b.free['proper-lockfile']?.median_us)}/${fmt(b.held['proper-lockfile']?.median_us)} µs, ` +
         `lockfile ${fmt(b.free.lockfile?.median_us)}/${fmt(b.held.lockfile?.median_us)} µs, floor ` +
         `${fmt(b.free.floor?.median_us)}/${fmt(b.held.floor?.median_us)} µs). A held lock also costs the package a ` +
-        `parse of the record and a kernel-lock probe of the holder, which is what makes its answer right after a crash.`,
+        `parse of the record and a kernel-lock probe of the holder (one fcntl), which is what makes its answer right after a crash.`,
     )
   }
   if (R.reclaim) {
