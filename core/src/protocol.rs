@@ -214,17 +214,22 @@ pub fn try_claim<C: Claimant>(
         // Which file our byte is in: a byte judged in any other says nothing of us.
         record.owner_file = owners.as_ref().and_then(OwnerFile::id);
         let bytes = record.to_json();
-        let published = match &owners {
-            Some(owners) => {
-                let _mutex = MutexGuard::lock(owners, target)?;
-                publish_if_unchanged(target, &seen, owners, slot, &bytes)?
-            }
+        let attempt = match &owners {
+            Some(owners) => MutexGuard::lock(owners, target)
+                .and_then(|_mutex| publish_if_unchanged(target, &seen, owners, slot, &bytes)),
             // No kernel locks here: the original's protocol, minus its races we can avoid.
-            None => {
-                fs::create_dir_all(&target.dir)
-                    .map_err(|e| LockError::io(&e, "mkdir", &target.dir))?;
-                evict_if_present(target, &seen)? && publish(target, bytes.as_bytes())?
+            None => fs::create_dir_all(&target.dir)
+                .map_err(|e| LockError::io(&e, "mkdir", &target.dir))
+                .and_then(|()| evict_if_present(target, &seen))
+                .and_then(|present| Ok(present && publish(target, bytes.as_bytes())?)),
+        };
+        let published = match attempt {
+            // The directory was removed under the claim (`rm -rf` of the state, `git clean`):
+            // nothing was published. Make it anew, with a new owner file, next round.
+            Err(LockError::Io(e)) if e.errno == libc::ENOENT && round + 1 < MAX_ROUNDS => {
+                continue;
             }
+            other => other?,
         };
         if published {
             return Ok(ClaimOutcome::Claimed(Box::new(Claimed {

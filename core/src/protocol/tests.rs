@@ -494,3 +494,30 @@ fn a_claim_names_its_owner_file_and_survives_that_files_deletion() {
     let b = claimed(claim_opened(&target, "b").unwrap());
     assert_eq!(b.reclaimed, None);
 }
+
+#[test]
+fn a_claim_whose_directory_is_removed_under_it_claims_in_the_new_one() {
+    let dir = TempDir::new("proto-dir-removed");
+    let target = LockTarget::new(dir.path().join("state").join("h.lock"));
+    fs::create_dir_all(&target.dir).unwrap();
+    // The owner file is open (as acquire opens it to settle the path) when the whole
+    // directory goes, spare and all.
+    let mut first = claimed(claim_opened(&target, "a").unwrap());
+    assert!(release(&mut first).unwrap());
+    let owners = OwnerFile::open(&target.dir, true).unwrap();
+    fs::remove_dir_all(&target.dir).unwrap();
+    let mut b = claimed(try_claim(&target, &mut enhanced("b"), 60_000.0, owners).unwrap());
+    let on_disk = fs::read_to_string(&target.path).unwrap();
+    assert_eq!(on_disk, b.bytes);
+    let id = crate::record::FileId::of(
+        &fs::metadata(target.dir.join(crate::kernel_lock::OWNER_FILE_NAME)).unwrap(),
+    );
+    assert_eq!(
+        b.record.owner_file,
+        Some(id),
+        "the new directory's owner file"
+    );
+    assert_eq!(busy_goal(claim(&target, "c")).as_deref(), Some("b"));
+    assert!(release(&mut b).unwrap());
+    assert!(!target.path.exists());
+}
