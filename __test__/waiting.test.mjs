@@ -192,6 +192,54 @@ describe('many waiters', () => {
     assert.ok(ms(t0) < 10_000, `${ms(t0)} ms for 100 handovers`)
   })
 
+  it('a holder that releases and asks again at once goes behind the waiters of its process', { timeout: 20_000 }, async () => {
+    const cwd = workspace()
+    const h = await lock.acquireWorkspaceLock(cwd, 'h')
+    const order = []
+    const take = (goal) => lock.acquireWorkspaceLock(cwd, goal, { pollMs: NO_POLL }).then((handle) => {
+      order.push(goal)
+      setImmediate(() => handle.release())
+    })
+    const waiters = [take('w1'), take('w2')]
+    await sleep(50)
+    h.release()
+    const again = take('h-again')
+    await Promise.all([...waiters, again])
+    assert.deepEqual(order, ['w1', 'w2', 'h-again'])
+    // A try-lock (failOnWorkspaceBusy) waits for nobody: it takes a free lock at once even
+    // with waiters in line, as the original would, or fails on a held one.
+    await new Promise((resolve) => setImmediate(resolve))
+    const h2 = await lock.acquireWorkspaceLock(cwd, 'h2')
+    const w3 = lock.acquireWorkspaceLock(cwd, 'w3', { pollMs: NO_POLL })
+    await sleep(50)
+    h2.release()
+    const tried = await lock.acquireWorkspaceLock(cwd, 'try', { failOnWorkspaceBusy: true })
+    assert.equal(lock.isWorkspaceBusy(cwd), 'try')
+    tried.release()
+    const third = await w3
+    assert.equal(lock.isWorkspaceBusy(cwd), 'w3')
+    third.release()
+  })
+
+  it('20 waiters of one process that each ask again at once take turns, none starves', { timeout: 30_000 }, async () => {
+    const cwd = workspace()
+    const first = await lock.acquireWorkspaceLock(cwd, 'first')
+    const order = []
+    const loop = async (i) => {
+      for (let round = 0; round < 3; round++) {
+        const h = await lock.acquireWorkspaceLock(cwd, `w${i}`, { pollMs: NO_POLL })
+        order.push(i)
+        h.release() // and at once into line again
+      }
+    }
+    const loops = Array.from({ length: 20 }, (_, i) => loop(i))
+    await sleep(50)
+    first.release()
+    await Promise.all(loops)
+    const round = Array.from({ length: 20 }, (_, i) => i)
+    assert.deepEqual(order, [...round, ...round, ...round])
+  })
+
   it('16 processes of waiters all get the lock in turn without polling', { timeout: 60_000 }, async () => {
     const cwd = workspace()
     const first = await lock.acquireWorkspaceLock(cwd, 'first')

@@ -103,6 +103,17 @@ fn is_aborted(env: Env, signal: Option<JsValue>) -> JsResult<bool> {
     Ok(js::get_bool(env, truthy))
 }
 
+/// The original checks `signal.aborted` first, at every turn.
+fn check_not_aborted(env: Env, request: &Request, callbacks: &Callbacks) -> JsResult<()> {
+    if is_aborted(env, callbacks.signal)? {
+        return Err(Fail::Lock(LockError::Aborted(format!(
+            "workspace lock acquisition aborted for goal {} (cwd={})",
+            request.goal_id, request.cwd
+        ))));
+    }
+    Ok(())
+}
+
 /// One turn of the original's loop.
 /// `owners`: the directory's owner file when finding the lock path already opened it.
 fn attempt(
@@ -111,12 +122,7 @@ fn attempt(
     callbacks: &Callbacks,
     owners: Option<OwnerFile>,
 ) -> JsResult<Step> {
-    if is_aborted(env, callbacks.signal)? {
-        return Err(Fail::Lock(LockError::Aborted(format!(
-            "workspace lock acquisition aborted for goal {} (cwd={})",
-            request.goal_id, request.cwd
-        ))));
-    }
+    check_not_aborted(env, request, callbacks)?;
     let mut claimant = BindingClaimant {
         request,
         judge: Judge::new(env, &callbacks.judge),
@@ -221,6 +227,13 @@ fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsR
         signal: options.signal,
         on_compromised: options.on_compromised,
     };
+    // Others of this process wait for this lock: wait behind them, in arrival order. (A
+    // try-lock, failOnWorkspaceBusy, waits for nobody: it claims a free lock at once.)
+    if !request.fail_on_workspace_busy && !waiting::line_is_empty(&request.target.path) {
+        check_not_aborted(env, &request, &callbacks)?;
+        let behind = Busy { holder: None };
+        return Ok(Started::Waiting(Box::new((request, callbacks, behind))));
+    }
     Ok(match attempt(env, &request, &callbacks, owners)? {
         Step::Acquired(handle) => Started::Done(handle),
         Step::Wait(busy) => Started::Waiting(Box::new((request, callbacks, busy))),
@@ -255,6 +268,8 @@ struct Pending {
     waited_on: Option<ParsedRecord>,
     /// Arrival order, kept across re-parks: the earliest waiter is woken first.
     order: u64,
+    /// Its place in this process's line for the lock (left when it settles).
+    line: waiting::LinePlace,
 }
 
 /// Arrival order of waiters across every JS thread of the process.
@@ -314,7 +329,9 @@ fn begin_waiting(
         }
         None => None,
     };
+    let order = ARRIVAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let pending = Pending {
+        line: waiting::LinePlace::join(&request.target.path, order),
         deferred,
         resolver: reference(env, callbacks.judge.start_time_resolver)?,
         now: reference(env, callbacks.judge.now)?,
@@ -324,9 +341,13 @@ fn begin_waiting(
         retry: Arc::new(retry),
         wait: None,
         waited_on: None,
-        order: ARRIVAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        order,
         request,
     };
+    if !pending.line.is_first() {
+        park_behind(pending, id);
+        return Ok(());
+    }
     let pause =
         waiting::pause_after_own_release(&pending.request.target.path, busy.holder.as_ref());
     park(pending, id, busy, pause);
@@ -413,6 +434,29 @@ fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
     PENDING.with(|p| p.borrow_mut().insert(id, pending));
 }
 
+/// Waits behind earlier waiters of this process for the same lock: for the events that may
+/// free it, which wake the first in line first, or `pollMs`. It watches no holder and does
+/// not look at the lock now: the first in line does.
+fn park_behind(mut pending: Pending, id: u64) {
+    let retry = pending.retry.clone();
+    let spec = WaitSpec {
+        lock_path: pending.request.target.path.clone(),
+        holder: None,
+        deadline: Instant::now()
+            .checked_add(pending.request.poll)
+            .unwrap_or_else(Instant::now),
+        order: pending.order,
+        pause: None,
+    };
+    pending.wait = Some(waiting::register(
+        spec,
+        Box::new(move |reason| {
+            retry.call((id, reason), ThreadsafeFunctionCallMode::NonBlocking);
+        }),
+    ));
+    PENDING.with(|p| p.borrow_mut().insert(id, pending));
+}
+
 fn take(id: u64) -> Option<Pending> {
     PENDING.with(|p| p.borrow_mut().remove(&id))
 }
@@ -421,6 +465,17 @@ fn take(id: u64) -> Option<Pending> {
 fn retry(env: Env, id: u64, woken_by: WakeReason) {
     // Gone already (aborted after it was woken): its finish() passed the turn on.
     let Some(pending) = take(id) else { return };
+    if !pending.line.is_first() {
+        // Woken while an earlier waiter of this process is still in line (it was woken
+        // first and is about to look, or it pauses): its turn comes first.
+        let aborted = pending.signal.as_ref().map(JsRef::get);
+        if matches!(is_aborted(env, aborted), Ok(true)) {
+            finish(env, pending, Err(aborted_while_waiting()));
+        } else {
+            park_behind(pending, id);
+        }
+        return;
+    }
     let callbacks = Callbacks {
         judge: JudgeOptions {
             heartbeat_stale_ms: pending.request.heartbeat_stale_ms,
@@ -463,6 +518,8 @@ fn finish(env: Env, mut pending: Pending, outcome: JsResult<JsValue>) {
     if let Some(wait) = pending.wait.take() {
         waiting::cancel(wait);
     }
+    // Out of line before the next one is woken, so that it is first when it looks.
+    pending.line.leave();
     if outcome.is_err() {
         // It may have been the one woken for a release: let the next in line look.
         waiting::nudge(&pending.request.target.path);
@@ -488,6 +545,7 @@ pub fn abandon_all_pending() {
         if let Some(wait) = pending.wait.take() {
             waiting::cancel(wait);
         }
+        pending.line.leave();
         waiting::nudge(&pending.request.target.path);
         for r in [
             pending.resolver.take(),

@@ -202,6 +202,78 @@ pub fn pause_after_own_release(lock_path: &Path, found: Option<&ParsedRecord>) -
         .then_some(LOST_RACE_PAUSE)
 }
 
+/// This process's acquisitions in line for each lock path, by arrival order: from when one
+/// first waits until it settles (parked, or woken and about to look again). Only the first
+/// in line claims; a later one, or a new acquisition while any is in line, waits behind it.
+/// So within a process a lock goes to its waiters in arrival order, even when the holder
+/// releases and asks for it again at once (otherwise that holder, already running, would
+/// usually win the race against a waiter that still needs waking, again and again).
+static LINE: Mutex<Vec<(PathBuf, u64)>> = Mutex::new(Vec::new());
+/// How many are in [`LINE`]: an uncontended acquisition checks this alone.
+static IN_LINE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn line() -> MutexGuard<'static, Vec<(PathBuf, u64)>> {
+    LINE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether no acquisition of this process is in line for `lock_path`: a new one may claim.
+pub fn line_is_empty(lock_path: &Path) -> bool {
+    IN_LINE.load(std::sync::atomic::Ordering::Acquire) == 0
+        || !line()
+            .iter()
+            .any(|(p, _)| p.as_os_str() == lock_path.as_os_str())
+}
+
+/// A waiting acquisition's place in line for its lock path; left when dropped.
+#[derive(Debug)]
+pub struct LinePlace {
+    path: PathBuf,
+    order: u64,
+    left: bool,
+}
+
+impl LinePlace {
+    /// Joins the line of `lock_path` with this arrival `order` (as in [`WaitSpec::order`]).
+    pub fn join(lock_path: &Path, order: u64) -> LinePlace {
+        let mut line = line();
+        line.push((lock_path.to_path_buf(), order));
+        IN_LINE.store(line.len(), std::sync::atomic::Ordering::Release);
+        LinePlace {
+            path: lock_path.to_path_buf(),
+            order,
+            left: false,
+        }
+    }
+
+    /// Whether no acquisition that arrived earlier is in line for the same lock path.
+    pub fn is_first(&self) -> bool {
+        !line()
+            .iter()
+            .any(|(p, o)| *o < self.order && p.as_os_str() == self.path.as_os_str())
+    }
+
+    /// Leaves the line (once; dropping leaves it too).
+    pub fn leave(&mut self) {
+        if std::mem::replace(&mut self.left, true) {
+            return;
+        }
+        let mut line = line();
+        if let Some(at) = line
+            .iter()
+            .position(|(p, o)| *o == self.order && p.as_os_str() == self.path.as_os_str())
+        {
+            line.swap_remove(at);
+        }
+        IN_LINE.store(line.len(), std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Drop for LinePlace {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
 /// Calls `callback` once, at the first event that may have freed the lock.
 pub fn register(spec: WaitSpec, callback: WakeCallback) -> WaitId {
     let svc = service();
@@ -700,6 +772,31 @@ mod tests {
             pause,
         });
         (holder, rx)
+    }
+
+    #[test]
+    fn only_the_first_in_line_of_a_lock_path_may_claim_and_leaving_passes_the_turn() {
+        // Paths of their own: the line is process-wide.
+        let dir = TempDir::new("wait-line");
+        let (a, b) = (dir.path().join("a.lock"), dir.path().join("b.lock"));
+        assert!(line_is_empty(&a));
+        let mut first = LinePlace::join(&a, 10);
+        let second = LinePlace::join(&a, 11);
+        let other_path = LinePlace::join(&b, 12);
+        assert!(
+            !line_is_empty(&a),
+            "a new acquisition of a waits behind them"
+        );
+        assert!(first.is_first());
+        assert!(!second.is_first());
+        assert!(other_path.is_first(), "another lock path is another line");
+        first.leave();
+        first.leave(); // once
+        assert!(second.is_first());
+        drop(second);
+        assert!(line_is_empty(&a));
+        drop(other_path);
+        assert!(line_is_empty(&b));
     }
 
     #[test]
