@@ -7,6 +7,7 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
+import { Worker } from 'node:worker_threads'
 import { lock, workspace, startChild, sleep, originalRecord } from './helpers.mjs'
 
 const NO_POLL = 60_000 // so that only notifications can wake a waiter in time
@@ -219,6 +220,32 @@ describe('many waiters', () => {
     const third = await w3
     assert.equal(lock.isWorkspaceBusy(cwd), 'w3')
     third.release()
+  })
+
+  it('an earlier waiter on a blocked worker thread holds the line up for pollMs at most', { timeout: 30_000 }, async () => {
+    const cwd = workspace()
+    const h = await lock.acquireWorkspaceLock(cwd, 'h')
+    const index = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'index.js')
+    const code = `const { parentPort, workerData } = require('node:worker_threads')
+      const lock = require(workerData.index)
+      lock.acquireWorkspaceLock(workerData.cwd, 'worker', { pollMs: 60000 }).then((held) => {
+        parentPort.postMessage('held'); held.release(); parentPort.close()
+      })
+      parentPort.postMessage('waiting')
+      setTimeout(() => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 3000), 100)`
+    const w = new Worker(code, { eval: true, workerData: { cwd, index } })
+    const messages = []
+    w.on('message', (m) => messages.push(m))
+    while (!messages.includes('waiting')) await sleep(5)
+    const behind = lock.acquireWorkspaceLock(cwd, 'behind', { pollMs: 200 })
+    await sleep(300) // the worker's thread is blocked now
+    const t0 = process.hrtime.bigint()
+    h.release()
+    const b = await behind
+    assert.ok(ms(t0) < 2_000, `waited ${ms(t0)} ms behind a blocked thread`)
+    b.release()
+    await new Promise((resolve) => w.once('exit', resolve))
+    assert.deepEqual(messages, ['waiting', 'held'])
   })
 
   it('20 waiters of one process that each ask again at once take turns, none starves', { timeout: 30_000 }, async () => {

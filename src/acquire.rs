@@ -465,9 +465,11 @@ fn take(id: u64) -> Option<Pending> {
 fn retry(env: Env, id: u64, woken_by: WakeReason) {
     // Gone already (aborted after it was woken): its finish() passed the turn on.
     let Some(pending) = take(id) else { return };
-    if !pending.line.is_first() {
-        // Woken while an earlier waiter of this process is still in line (it was woken
-        // first and is about to look, or it pauses): its turn comes first.
+    // Woken by an event while an earlier waiter of this process is still in line (it was
+    // woken first and is about to look, or it pauses): its turn comes first. The fallback
+    // deadline (pollMs) looks anyway: an earlier waiter whose thread is blocked must not
+    // hold the others up for longer than that.
+    if woken_by != WakeReason::Deadline && !pending.line.is_first() {
         let aborted = pending.signal.as_ref().map(JsRef::get);
         if matches!(is_aborted(env, aborted), Ok(true)) {
             finish(env, pending, Err(aborted_while_waiting()));
