@@ -392,7 +392,6 @@ fn holder_watch(request: &Request, busy: &Busy) -> Option<HolderWatch> {
 /// Waits for the next event that may free the lock; after a lost race, not before `pause`
 /// has passed (see [`waiting::pause_after`]).
 fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
-    let retry = pending.retry.clone();
     let spec = WaitSpec {
         lock_path: pending.request.target.path.clone(),
         holder: holder_watch(&pending.request, &busy),
@@ -406,12 +405,7 @@ fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
         order: pending.order,
         pause,
     };
-    pending.wait = Some(waiting::register(
-        spec,
-        Box::new(move |reason| {
-            retry.call((id, reason), ThreadsafeFunctionCallMode::NonBlocking);
-        }),
-    ));
+    register(&mut pending, id, spec);
     pending.waited_on = busy.holder;
     // A release between our look and the registration raised no event we could see: look
     // once more now that events are watched. (A paused waiter looks when its pause ends,
@@ -438,7 +432,6 @@ fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
 /// free it, which wake the first in line first, or `pollMs`. It watches no holder and does
 /// not look at the lock now: the first in line does.
 fn park_behind(mut pending: Pending, id: u64) {
-    let retry = pending.retry.clone();
     let spec = WaitSpec {
         lock_path: pending.request.target.path.clone(),
         holder: None,
@@ -448,13 +441,19 @@ fn park_behind(mut pending: Pending, id: u64) {
         order: pending.order,
         pause: None,
     };
+    register(&mut pending, id, spec);
+    PENDING.with(|p| p.borrow_mut().insert(id, pending));
+}
+
+/// Registers the wait: at its first event the retry runs on the acquisition's JS thread.
+fn register(pending: &mut Pending, id: u64, spec: WaitSpec) {
+    let retry = pending.retry.clone();
     pending.wait = Some(waiting::register(
         spec,
         Box::new(move |reason| {
             retry.call((id, reason), ThreadsafeFunctionCallMode::NonBlocking);
         }),
     ));
-    PENDING.with(|p| p.borrow_mut().insert(id, pending));
 }
 
 fn take(id: u64) -> Option<Pending> {
