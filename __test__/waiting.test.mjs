@@ -248,6 +248,26 @@ describe('many waiters', () => {
     assert.deepEqual(messages, ['waiting', 'held'])
   })
 
+  it('a worker that ends while waiting leaves the line: the next waiter takes the lock at the release', { timeout: 30_000 }, async () => {
+    const cwd = workspace()
+    const h = await lock.acquireWorkspaceLock(cwd, 'h')
+    const index = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'index.js')
+    const code = `const { parentPort, workerData } = require('node:worker_threads')
+      require(workerData.index).acquireWorkspaceLock(workerData.cwd, 'worker', { pollMs: 60000 })
+      parentPort.postMessage('waiting')`
+    const w = new Worker(code, { eval: true, workerData: { cwd, index } })
+    await new Promise((resolve) => w.once('message', resolve))
+    const behind = lock.acquireWorkspaceLock(cwd, 'behind', { pollMs: NO_POLL })
+    await sleep(50)
+    await w.terminate()
+    const t0 = process.hrtime.bigint()
+    h.release()
+    const b = await behind
+    assert.ok(ms(t0) < 5_000, `${ms(t0)} ms`)
+    assert.equal(lock.isWorkspaceBusy(cwd), 'behind')
+    b.release()
+  })
+
   it('20 waiters of one process that each ask again at once take turns, none starves', { timeout: 30_000 }, async () => {
     const cwd = workspace()
     const first = await lock.acquireWorkspaceLock(cwd, 'first')
