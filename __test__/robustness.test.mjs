@@ -197,13 +197,17 @@ describe('lock files removed', () => {
       try { return fs.readlinkSync(`/proc/self/fd/${fd}`) === owners } catch { return false }
     })
     assert.equal(ownersOpen(), false)
+    // The worker checks, then stays until told to end.
     const code = `const { parentPort, workerData } = require('node:worker_threads')
-      parentPort.postMessage(require(workerData.index).isWorkspaceBusy(workerData.cwd))`
+      parentPort.postMessage(require(workerData.index).isWorkspaceBusy(workerData.cwd))
+      parentPort.once('message', () => parentPort.close())`
     const index = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'index.js')
     const w = new Worker(code, { eval: true, workerData: { cwd, index } })
     assert.equal(await new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject) }), 'goal')
     assert.equal(ownersOpen(), true)
-    await new Promise((resolve) => w.once('exit', resolve))
+    const exited = new Promise((resolve) => w.once('exit', resolve))
+    w.postMessage('end')
+    await exited
     assert.equal(ownersOpen(), false)
     holder.kill('SIGKILL')
   })
