@@ -266,9 +266,8 @@ struct Pending {
     /// The holder found at the last attempt: finding another claim after a wake-up means
     /// a lost race.
     waited_on: Option<ParsedRecord>,
-    /// Arrival order, kept across re-parks: the earliest waiter is woken first.
-    order: u64,
-    /// Its place in this process's line for the lock (left when it settles).
+    /// Its place in this process's line for the lock (left when it settles), and so its
+    /// arrival order, kept across re-parks: the earliest waiter is woken first.
     line: waiting::LinePlace,
 }
 
@@ -341,7 +340,6 @@ fn begin_waiting(
         retry: Arc::new(retry),
         wait: None,
         waited_on: None,
-        order,
         request,
     };
     if !pending.line.is_first() {
@@ -402,7 +400,7 @@ fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
                 None => pending.request.poll.min(waiting::UNREADABLE_RELOOK),
             })
             .unwrap_or_else(Instant::now),
-        order: pending.order,
+        order: pending.line.order(),
         pause,
     };
     register(&mut pending, id, spec);
@@ -438,7 +436,7 @@ fn park_behind(mut pending: Pending, id: u64) {
         deadline: Instant::now()
             .checked_add(pending.request.poll)
             .unwrap_or_else(Instant::now),
-        order: pending.order,
+        order: pending.line.order(),
         pause: None,
     };
     register(&mut pending, id, spec);

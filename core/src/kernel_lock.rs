@@ -247,8 +247,7 @@ pub fn owner_file_for_judging(dir: &Path, named: Option<FileId>) -> Option<Arc<O
 
 /// Closes the owner files kept for judging (at env teardown: no descriptor outlives its use).
 pub fn forget_judging_files() {
-    let kept = std::mem::take(&mut *judging_files());
-    drop(kept);
+    judging_files().clear();
 }
 
 #[cfg(target_os = "linux")]

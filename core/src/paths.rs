@@ -89,7 +89,7 @@ pub fn resolve_lexical(base: &Path, p: &str) -> PathBuf {
         v
     };
     // `base` is absolute by contract, so the result is rooted even if a caller slips.
-    PathBuf::from(OsString::from_vec(normalize(&joined, true)))
+    PathBuf::from(OsString::from_vec(normalize(joined, true)))
 }
 
 /// Lowercase hex sha256 of the absolute cwd's UTF-8 bytes (use the raw OsStr bytes).
@@ -283,7 +283,7 @@ pub fn open_without_symlinks(
     use std::os::fd::FromRawFd;
     let raw = path.as_os_str().as_bytes();
     // `.`, `..` or `//` would make the path differ from its realpath.
-    if normalize(raw, true) != raw {
+    if !is_normal_rooted(raw) {
         return Err(Error::from(ErrorKind::InvalidInput));
     }
     let c_path = CString::new(raw).map_err(|_| Error::from(ErrorKind::InvalidInput))?;
@@ -532,13 +532,7 @@ fn node_join(base: &Path, name: &str) -> PathBuf {
     v.push(b'/');
     v.extend_from_slice(name.as_bytes());
     let absolute = v.first() == Some(&b'/');
-    // Joining a clean name to a clean absolute path (every join on the way to a lock path)
-    // needs no rewriting.
-    let mut out = if is_normal_rooted(&v) {
-        v
-    } else {
-        fold_segments(&v, absolute)
-    };
+    let mut out = normalize(v, absolute);
     if !absolute && out.is_empty() {
         out.push(b'.');
     }
@@ -560,11 +554,13 @@ fn is_normal_rooted(path: &[u8]) -> bool {
 /// Node's normalizeString: drop empty and `.` segments, fold `..`. A rooted result stays at
 /// `/` on excess `..`; a relative one keeps them. No trailing slash (none of our callers need
 /// Node's trailing-slash preservation: they end in a name).
-fn normalize(path: &[u8], absolute: bool) -> Vec<u8> {
-    if is_normal_rooted(path) {
-        return path.to_vec();
+fn normalize(path: Vec<u8>, absolute: bool) -> Vec<u8> {
+    // A clean name joined to a clean absolute path (every join on the way to a lock path)
+    // needs no rewriting.
+    if is_normal_rooted(&path) {
+        return path;
     }
-    fold_segments(path, absolute)
+    fold_segments(&path, absolute)
 }
 
 /// [`normalize`] the long way, segment by segment.
@@ -860,7 +856,11 @@ mod tests {
         for case in cases {
             let p = case.as_bytes();
             assert_eq!(is_normal_rooted(p), fold_segments(p, true) == p, "{case:?}");
-            assert_eq!(normalize(p, true), fold_segments(p, true), "{case:?}");
+            assert_eq!(
+                normalize(p.to_vec(), true),
+                fold_segments(p, true),
+                "{case:?}"
+            );
         }
     }
 

@@ -106,7 +106,7 @@ pub struct ParsedRecord {
 /// The same fields, in any order (as two JavaScript objects compared field by field).
 impl PartialEq for ParsedRecord {
     fn eq(&self, other: &ParsedRecord) -> bool {
-        self.same_fields_but(other, "")
+        self.same_fields_but(other, None)
     }
 }
 
@@ -256,18 +256,18 @@ impl ParsedRecord {
     /// Whether both records are the same claim: equal in every field but the heartbeat,
     /// which a refresh rewrites.
     pub fn same_claim(&self, other: &ParsedRecord) -> bool {
-        self.same_fields_but(other, "heartbeat")
+        self.same_fields_but(other, Some("heartbeat"))
     }
 
     /// Equal in every field but `except`, in any order. Keys are unique in each record: as
     /// many fields, each found equal in the other, is equality.
-    fn same_fields_but(&self, other: &ParsedRecord, except: &str) -> bool {
-        let count = |r: &ParsedRecord| r.fields.iter().filter(|(k, _)| k != except).count();
-        count(self) == count(other)
+    fn same_fields_but(&self, other: &ParsedRecord, except: Option<&str>) -> bool {
+        let compared = |(k, _): &&(String, Value)| Some(k.as_str()) != except;
+        self.fields.iter().filter(compared).count() == other.fields.iter().filter(compared).count()
             && self
                 .fields
                 .iter()
-                .filter(|(k, _)| k != except)
+                .filter(compared)
                 .all(|(k, v)| other.field(k) == Some(v))
     }
 

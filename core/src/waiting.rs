@@ -245,6 +245,11 @@ impl LinePlace {
         }
     }
 
+    /// Its arrival order (as in [`WaitSpec::order`]).
+    pub fn order(&self) -> u64 {
+        self.order
+    }
+
     /// Whether no acquisition that arrived earlier is in line for the same lock path.
     pub fn is_first(&self) -> bool {
         !line()
