@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::kernel_lock::OWNER_FILE_NAME;
 use crate::record::ParsedRecord;
 
 /// What woke a waiter.
@@ -89,9 +90,35 @@ struct PathTurn {
 }
 
 struct DirWatch {
-    wd: i32,
+    /// `None` once the watch is known dead (the directory was deleted or moved away): the
+    /// watcher then adds it again as soon as the directory is back.
+    watch: Option<Watch>,
     users: usize,
+    /// Until when to keep checking that the path still names the watched directory: its
+    /// `.owners` was deleted, maybe by an `rm -rf` not yet at the directory itself.
+    suspect_until: Option<Instant>,
 }
+
+/// How long after its `.owners` is deleted a watched directory is checked for deletion.
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy)]
+struct Watch {
+    wd: i32,
+    /// The watched directory's device and inode. A directory deleted while files in it are
+    /// still open (ours: spares, owner files) stays alive unnamed, and the kernel reports
+    /// its deletion only when they close; so whether the path still names it is checked
+    /// when it matters.
+    dir: (u64, u64),
+}
+
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// How often a dropped directory watch that waiters still count on is tried again.
+const REWATCH_EVERY: Duration = Duration::from_millis(10);
 
 #[derive(Default)]
 struct State {
@@ -386,18 +413,105 @@ impl Service {
     fn watch_dir(&self, st: &mut State, dir: &Path) {
         if let Some(w) = st.dirs.get_mut(dir) {
             w.users += 1;
+            // A new wait is when a replaced directory matters: check it is still the one.
+            if w.watch
+                .is_some_and(|watch| dir_identity(dir) != Some(watch.dir))
+            {
+                self.forget_watch(w);
+            }
+            if w.watch.is_none() {
+                w.watch = self.add_watch(dir);
+            }
             return;
         }
-        let Some(inotify) = &self.inotify else { return };
-        let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-            return;
-        };
+        if let Some(watch) = self.add_watch(dir) {
+            st.dirs.insert(
+                dir.to_path_buf(),
+                DirWatch {
+                    watch: Some(watch),
+                    users: 1,
+                    suspect_until: None,
+                },
+            );
+        }
+    }
+
+    fn add_watch(&self, dir: &Path) -> Option<Watch> {
+        let inotify = self.inotify.as_ref()?;
+        let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
         // SAFETY: valid fd and NUL-terminated path.
         let wd =
             unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), c_dir.as_ptr(), DIR_EVENTS) };
-        if wd >= 0 {
-            st.dirs.insert(dir.to_path_buf(), DirWatch { wd, users: 1 });
+        if wd < 0 {
+            return None;
         }
+        match dir_identity(dir) {
+            Some(id) => Some(Watch { wd, dir: id }),
+            None => {
+                self.rm_watch(wd);
+                None
+            }
+        }
+    }
+
+    fn rm_watch(&self, wd: i32) {
+        if let Some(inotify) = &self.inotify {
+            // SAFETY: removing a watch descriptor from our own inotify fd (a wd the kernel
+            // already dropped only makes it fail with EINVAL).
+            unsafe { libc::inotify_rm_watch(inotify.as_raw_fd(), wd) };
+        }
+    }
+
+    fn forget_watch(&self, w: &mut DirWatch) {
+        if let Some(watch) = w.watch.take() {
+            self.rm_watch(watch.wd);
+        }
+    }
+
+    /// Forgets the watches that died: those the kernel reported gone (`whole`), and those
+    /// whose path now names another directory or none, checked while suspect (`suspect`:
+    /// wds whose `.owners` was just deleted). Keeps their users. Returns the directories
+    /// concerned: their waiters may have missed events.
+    fn drop_dead_watches(
+        &self,
+        st: &mut State,
+        whole: &[(i32, u32)],
+        suspect: &[i32],
+        now: Instant,
+    ) -> Vec<PathBuf> {
+        let mut dead = Vec::new();
+        for (dir, w) in st.dirs.iter_mut() {
+            let Some(watch) = w.watch else { continue };
+            if suspect.contains(&watch.wd) {
+                w.suspect_until = now.checked_add(SUSPECT_FOR);
+            }
+            if w.suspect_until.is_some_and(|until| until <= now) {
+                w.suspect_until = None;
+            }
+            let gone = whole.iter().any(|(wd, _)| *wd == watch.wd)
+                || (w.suspect_until.is_some() && dir_identity(dir) != Some(watch.dir));
+            if gone {
+                self.forget_watch(w);
+                w.suspect_until = None;
+                dead.push(dir.clone());
+            }
+        }
+        dead
+    }
+
+    /// Adds again the dropped watches of directories that exist again; returns those
+    /// directories (their waiters may have missed events meanwhile).
+    fn rewatch(&self, st: &mut State) -> Vec<PathBuf> {
+        let mut added = Vec::new();
+        for (dir, w) in st.dirs.iter_mut() {
+            if w.watch.is_none() {
+                w.watch = self.add_watch(dir);
+                if w.watch.is_some() {
+                    added.push(dir.clone());
+                }
+            }
+        }
+        added
     }
 
     fn unwatch_dir(&self, st: &mut State, dir: &Path) {
@@ -406,14 +520,15 @@ impl Service {
         };
         w.users -= 1;
         if w.users == 0 {
-            let wd = w.wd;
+            let watch = w.watch;
             st.dirs.remove(dir);
             // Another path may share this wd (a hard-linked or re-added directory).
-            if !st.dirs.values().any(|d| d.wd == wd) {
-                if let Some(inotify) = &self.inotify {
-                    // SAFETY: removing a watch descriptor from our own inotify fd.
-                    unsafe { libc::inotify_rm_watch(inotify.as_raw_fd(), wd) };
-                }
+            if let Some(watch) = watch.filter(|watch| {
+                !st.dirs
+                    .values()
+                    .any(|d| d.watch.is_some_and(|w| w.wd == watch.wd))
+            }) {
+                self.rm_watch(watch.wd);
             }
         }
     }
@@ -495,7 +610,13 @@ impl Service {
                     .values()
                     .map(|w| w.paused_until.map_or(w.deadline, |end| w.deadline.min(end)))
                     .min();
-                let timeout = next.map_or(-1, |at| {
+                // A dropped watch is tried again, and a suspect one checked, every REWATCH_EVERY.
+                let rewatch = st
+                    .dirs
+                    .values()
+                    .any(|d| d.watch.is_none() || d.suspect_until.is_some())
+                    .then(|| Instant::now() + REWATCH_EVERY);
+                let timeout = next.into_iter().chain(rewatch).min().map_or(-1, |at| {
                     let ms = at
                         .saturating_duration_since(Instant::now())
                         .as_micros()
@@ -511,20 +632,30 @@ impl Service {
             }
             let mut fired: Vec<(WaitId, WakeReason)> = Vec::new();
             let mut changed_entries: Vec<(i32, OsString)> = Vec::new();
-            let mut all_in_wd: Vec<i32> = Vec::new();
+            let mut whole: Vec<(i32, u32)> = Vec::new();
             let base = usize::from(self.wake_fd.is_some()) + usize::from(self.inotify.is_some());
             if let Some(fd) = &self.wake_fd {
                 drain(fd.as_raw_fd(), &mut buf);
             }
             if let Some(fd) = &self.inotify {
-                read_inotify(
-                    fd.as_raw_fd(),
-                    &mut buf,
-                    &mut changed_entries,
-                    &mut all_in_wd,
-                );
+                read_inotify(fd.as_raw_fd(), &mut buf, &mut changed_entries, &mut whole);
             }
             let mut st = self.lock();
+            // Directories whose every entry may have changed unseen: those whose watch the
+            // kernel dropped (deleted, moved away), those watched again after that, and all
+            // of them when the event queue overflowed.
+            let overflowed = whole.iter().any(|(_, m)| m & libc::IN_Q_OVERFLOW != 0);
+            // `.owners` deleted: the whole directory may have gone (`rm -rf`).
+            let suspect: Vec<i32> = changed_entries
+                .iter()
+                .filter(|(_, name)| name.as_bytes() == OWNER_FILE_NAME.as_bytes())
+                .map(|(wd, _)| *wd)
+                .collect();
+            let mut whole_dirs: HashSet<PathBuf> = self
+                .drop_dead_watches(&mut st, &whole, &suspect, Instant::now())
+                .into_iter()
+                .collect();
+            whole_dirs.extend(self.rewatch(&mut st));
             let mut exited: Vec<i32> = pids
                 .iter()
                 .zip(fds.iter().skip(base))
@@ -554,13 +685,14 @@ impl Service {
                 }
                 let changed = match w.paused_until {
                     None => {
-                        let wd = st.dirs.get(&w.dir).map(|d| d.wd);
-                        wd.is_some_and(|wd| {
-                            all_in_wd.contains(&wd)
-                                || changed_entries
+                        let wd = st.dirs.get(&w.dir).and_then(|d| d.watch).map(|w| w.wd);
+                        overflowed
+                            || whole_dirs.contains(&w.dir)
+                            || wd.is_some_and(|wd| {
+                                changed_entries
                                     .iter()
                                     .any(|(e, n)| *e == wd && *n == w.name)
-                        })
+                            })
                     }
                     // A pause that ended: look again, as after a change.
                     Some(end) if end <= now => {
@@ -660,8 +792,14 @@ fn drain(fd: i32, buf: &mut [u8]) {
     while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
 }
 
-/// Collects (wd, name) of every entry event, and the wds whose directory itself went away.
-fn read_inotify(fd: i32, buf: &mut [u8], entries: &mut Vec<(i32, OsString)>, whole: &mut Vec<i32>) {
+/// Collects (wd, name) of every entry event, and (wd, mask) of the events about a whole
+/// directory: it went away, its watch was dropped, or the queue overflowed (wd -1).
+fn read_inotify(
+    fd: i32,
+    buf: &mut [u8],
+    entries: &mut Vec<(i32, OsString)>,
+    whole: &mut Vec<(i32, u32)>,
+) {
     const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
     loop {
         // SAFETY: reads into a valid buffer from our own non-blocking fd.
@@ -688,7 +826,7 @@ fn read_inotify(fd: i32, buf: &mut [u8], entries: &mut Vec<(i32, OsString)>, who
                     | libc::IN_Q_OVERFLOW)
                 != 0
             {
-                whole.push(ev.wd);
+                whole.push((ev.wd, ev.mask));
             } else {
                 entries.push((ev.wd, OsString::from_vec(name_bytes[..end].to_vec())));
             }
@@ -700,7 +838,7 @@ fn read_inotify(fd: i32, buf: &mut [u8], entries: &mut Vec<(i32, OsString)>, who
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel_lock::{HolderSlot, OwnerFile, OWNER_FILE_NAME};
+    use crate::kernel_lock::{HolderSlot, OwnerFile};
     use crate::record::FileId;
     use crate::test_support::TempDir;
     use std::sync::mpsc;
@@ -1077,5 +1215,59 @@ mod tests {
         assert!(cancel(id));
         assert!(!cancel(id));
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+    }
+    #[test]
+    fn waiters_of_a_directory_deleted_and_made_anew_hear_its_changes_again() {
+        // Whether or not a file in it stays open (as spares and owner files of this process
+        // do), which delays the kernel's own report of the deletion until it is closed.
+        for keep_owners_open in [false, true] {
+            let root = TempDir::new("wait-rmdir");
+            let dir = root.path().join("locks");
+            std::fs::create_dir(&dir).unwrap();
+            let owners = std::fs::File::create(dir.join(OWNER_FILE_NAME)).unwrap();
+            let _open = keep_owners_open.then_some(owners);
+            let spec = |name: &str, order| WaitSpec {
+                lock_path: dir.join(name),
+                holder: None,
+                deadline: Instant::now() + Duration::from_secs(30),
+                order,
+                pause: None,
+            };
+            std::fs::write(dir.join("x.lock"), b"{}").unwrap();
+            // Six waiters in line for x: each event about x or the directory wakes the first
+            // still there, so some stay parked through the deletion, counting on its watch.
+            let (tx, woken_x) = mpsc::channel();
+            for order in 1..=6u64 {
+                let tx = tx.clone();
+                register(
+                    spec("x.lock", order),
+                    Box::new(move |r| {
+                        let _ = tx.send((order, r));
+                    }),
+                );
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+            let (first, _) = woken_x.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(first, 1, "the deletion wakes the first in line");
+            std::thread::sleep(Duration::from_millis(100));
+            let before: Vec<u64> = woken_x.try_iter().map(|(o, _)| o).collect();
+            assert!(before.len() < 4, "some stay parked: {before:?}");
+            // Made anew: the first still parked is woken to look (it heard nothing
+            // meanwhile) ...
+            std::fs::create_dir(&dir).unwrap();
+            let (next, reason) = woken_x.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(
+                (next, reason),
+                (before.len() as u64 + 2, WakeReason::Changed)
+            );
+            // ... and a later wait in that directory hears a release at once, not at its
+            // deadline (the dead watch was once kept as if alive while it had users).
+            std::fs::write(dir.join("y.lock"), b"{}").unwrap();
+            let y = wait_for(spec("y.lock", 9));
+            let removed = Instant::now();
+            std::fs::remove_file(dir.join("y.lock")).unwrap();
+            let at = woken(&y, WakeReason::Changed);
+            assert!(at.duration_since(removed) < Duration::from_secs(2));
+        }
     }
 }
