@@ -81,6 +81,27 @@ describe('lost locks are noticed', () => {
     other.release()
   })
 
+  it('reports a loss that its release finds first, before any heartbeat', async () => {
+    const cwd = workspace()
+    const seen = []
+    // Default options: the heartbeat thread looks only every 5 s.
+    const h = await lock.acquireWorkspaceLock(cwd, 'goal_a', { onCompromised: (e) => seen.push(e) })
+    fs.unlinkSync(h.lockPath)
+    const other = await lock.acquireWorkspaceLock(cwd, 'goal_b', { failOnWorkspaceBusy: true })
+    assert.equal(h.compromised, false, 'not yet noticed')
+    h.release()
+    assert.equal(lock.isWorkspaceBusy(cwd), 'goal_b', 'the other claim is left alone')
+    assert.equal(h.compromised, true)
+    assert.equal(h.compromisedReason, `the lockfile now holds goalId=goal_b (pid=${process.pid})`)
+    for (let i = 0; i < 100 && seen.length === 0; i++) await sleep(10)
+    assert.equal(seen.length, 1)
+    assert.equal(seen[0].code, 'ECOMPROMISED')
+    h.release()
+    await sleep(50)
+    assert.equal(seen.length, 1, 'reported once')
+    other.release()
+  })
+
   it('reports a lockfile taken over while the holder was suspended (SIGSTOP)', { timeout: 20_000 }, async () => {
     const cwd = workspace()
     const holder = startChild('holder.mjs', [cwd, JSON.stringify({ heartbeatStaleMs: 200, goalId: 'sleeper' })])

@@ -231,7 +231,7 @@ fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsR
     // try-lock, failOnWorkspaceBusy, waits for nobody: it claims a free lock at once.)
     if !request.fail_on_workspace_busy && !waiting::line_is_empty(&request.target.path) {
         check_not_aborted(env, &request, &callbacks)?;
-        let behind = Busy { holder: None };
+        let behind = Busy::held_by(None);
         return Ok(Started::Waiting(Box::new((request, callbacks, behind))));
     }
     Ok(match attempt(env, &request, &callbacks, owners)? {
@@ -358,6 +358,11 @@ fn begin_waiting(
 /// is watched through its kernel byte (a helper thread blocks on it); a holder of the
 /// original module is watched by pid.
 fn holder_watch(request: &Request, busy: &Busy) -> Option<HolderWatch> {
+    // Stuck behind a stopped process's mutex, the holder's death changes nothing (and a
+    // dead one's would wake us at once, again and again).
+    if busy.mutex_stuck {
+        return None;
+    }
     let holder = busy.holder.as_ref()?;
     let locality = locality_of(holder);
     let provable_pid = holder.probeable_pid().filter(|pid| {
@@ -396,6 +401,7 @@ fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
         deadline: Instant::now()
             .checked_add(match busy.holder {
                 Some(_) => pending.request.poll,
+                _ if busy.mutex_stuck => pending.request.poll,
                 // An unreadable file only just written: no event tells when it is written.
                 None => pending.request.poll.min(waiting::UNREADABLE_RELOOK),
             })
@@ -404,12 +410,16 @@ fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
         pause,
     };
     register(&mut pending, id, spec);
+    let stuck = busy.mutex_stuck;
     pending.waited_on = busy.holder;
     // A release between our look and the registration raised no event we could see: look
     // once more now that events are watched. (A paused waiter looks when its pause ends,
     // whatever happened meanwhile.) The retry this may trigger runs on this thread, later.
     let lock_path = &pending.request.target.path;
+    // (Nor does a waiter stuck behind a stopped process's mutex: looking costs it the
+    // patience again, and only a change, which wakes it, or time can help.)
     let unchanged = pause.is_some()
+        || stuck
         || match (observe(lock_path), &pending.waited_on) {
             (
                 Ok(Observed::File {

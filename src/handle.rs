@@ -40,12 +40,12 @@ pub fn set_factory(env: Env, factory: JsValue) -> JsResult<()> {
 }
 
 /// Releases a lease (the handle's `release()`): idempotent. Returns why the lock had been
-/// lost before this release, if it had, so the handle can keep reporting it.
+/// lost, if it had (found by the heartbeat, or by this release), so the handle can keep
+/// reporting it.
 pub fn release_lease(lease: u32) -> Option<String> {
     let held = LEASES.with(|l| l.borrow_mut().remove(&lease))?;
-    let lost = held.lost();
     held.release();
-    lost
+    held.lost()
 }
 
 /// Why a held lease's lock was lost (`None` while it is ours, or once released).

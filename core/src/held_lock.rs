@@ -2,7 +2,11 @@
 //! heartbeat fresh (independent of any JavaScript event loop) and notices when a lockfile
 //! stops being ours.
 
-use crate::protocol::{check_and_refresh, release, Claimed, Ownership};
+use crate::error::LockError;
+use crate::kernel_lock::MUTEX_PATIENCE;
+use crate::protocol::{
+    check_and_refresh, release_noting_loss, Claimed, Ownership, Patience, Released,
+};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,17 +81,70 @@ impl HeldLock {
     }
 
     /// Deletes the lockfile if it is still ours and frees the kernel lock. Idempotent; never
-    /// fails (the lock is released as far as the file system allows).
-    pub fn release(&self) -> bool {
+    /// fails (the lock is released as far as the file system allows); never waits long: if
+    /// another process is stopped inside this lock's mutex, a thread finishes the release
+    /// when it runs again. A lockfile found no longer ours is a loss like one the heartbeat
+    /// finds: noted, and reported once. Returns whether a lockfile was deleted by now.
+    pub fn release(self: &Arc<Self>) -> bool {
         service().remove(self.id);
         let mut state = self.state();
         if state.released {
             return false;
         }
         state.released = true;
-        let released = release(&mut state.claim).unwrap_or(false);
+        match release_noting_loss(&mut state.claim, Patience::Bounded) {
+            Ok(Released::MutexBusy) => {
+                drop(state);
+                let me = self.clone();
+                // Tries again and again, never keeping the state locked for longer than one
+                // try: the handle's other calls must not wait for the stopped process.
+                let finish = move || loop {
+                    std::thread::sleep(MUTEX_PATIENCE);
+                    let mut state = me.state();
+                    match release_noting_loss(&mut state.claim, Patience::Bounded) {
+                        Ok(Released::MutexBusy) => continue,
+                        outcome => {
+                            me.released(state, outcome);
+                            return;
+                        }
+                    }
+                };
+                let spawned = std::thread::Builder::new()
+                    .name("workspace-lock-release".into())
+                    .spawn(finish);
+                if spawned.is_err() {
+                    // No thread to spare: wait here rather than never release.
+                    let mut state = self.state();
+                    let outcome = release_noting_loss(&mut state.claim, Patience::Wait);
+                    return self.released(state, outcome);
+                }
+                false
+            }
+            outcome => self.released(state, outcome),
+        }
+    }
+
+    /// The end of a release: notes it, and a loss it found.
+    fn released(
+        &self,
+        mut state: MutexGuard<'_, HeldState>,
+        outcome: Result<Released, LockError>,
+    ) -> bool {
         crate::waiting::note_release(&state.claim.target.path);
-        released
+        let newly_lost = match outcome {
+            Ok(Released::Deleted) => return true,
+            Ok(Released::NotOurs(reason)) if state.lost.is_none() => {
+                state.lost = Some(reason.clone());
+                reason
+            }
+            // Already reported; or released as far as the file system allows.
+            Ok(_) | Err(_) => return false,
+        };
+        drop(state);
+        if let Some(callback) = &self.on_lost {
+            callback(&newly_lost);
+        }
+        false
     }
 
     /// Why the lock was lost, if it was.
@@ -108,7 +165,7 @@ impl HeldLock {
                 r
             });
             match check_and_refresh(&mut state.claim, refreshed) {
-                Ok(Ownership::Ours) => return true,
+                Ok(Ownership::Ours) | Ok(Ownership::Undecided) => return true,
                 // Transient trouble (a full disk, say): our kernel lock still proves we live.
                 Err(_) => return true,
                 Ok(Ownership::Lost(reason)) => {
@@ -316,5 +373,67 @@ mod tests {
         // Its kernel byte is free again, and the next claim succeeds.
         let _next = claim(&target);
         assert!(!held.release(), "nothing of ours to delete");
+    }
+
+    #[test]
+    fn a_loss_first_found_by_the_release_is_noted_and_reported_once() {
+        let dir = TempDir::new("held-lost-at-release");
+        let target = LockTarget::new(dir.path().join("h.lock"));
+        let calls = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = calls.clone();
+        // A heartbeat far away: only the release can find the loss.
+        let held = HeldLock::hold(
+            claim(&target),
+            false,
+            60_000.0,
+            Some(Box::new(move |reason| {
+                seen.lock().unwrap().push(reason.to_string());
+            })),
+        );
+        std::fs::remove_file(&target.path).unwrap();
+        let mut other = claim(&target);
+        assert!(
+            !held.release(),
+            "another claim's lockfile is not ours to delete"
+        );
+        let reason = format!(
+            "the lockfile now holds goalId=g (pid={})",
+            std::process::id()
+        );
+        assert_eq!(held.lost().as_deref(), Some(reason.as_str()));
+        assert_eq!(*calls.lock().unwrap(), vec![reason.clone()]);
+        assert!(!held.release());
+        assert_eq!(calls.lock().unwrap().len(), 1, "reported once");
+        assert!(target.path.exists());
+        assert!(crate::protocol::release(&mut other).unwrap());
+    }
+
+    #[test]
+    fn a_release_behind_a_stopped_process_returns_at_once_and_finishes_later() {
+        use crate::kernel_lock::{mutex_offset, OwnerFile};
+        let dir = TempDir::new("held-release-later");
+        let target = LockTarget::new(dir.path().join("h.lock"));
+        let held = HeldLock::hold(claim(&target), true, 60_000.0, None);
+        // Another process, stopped inside this lock's mutex.
+        let stopped = OwnerFile::open(&target.dir, false).unwrap().unwrap();
+        stopped
+            .lock_mutex(mutex_offset(target.file_name()))
+            .unwrap();
+        let started = Instant::now();
+        assert!(!held.release(), "not released yet");
+        assert!(started.elapsed() < MUTEX_PATIENCE + Duration::from_secs(1));
+        assert!(target.path.exists());
+        assert!(!held.release(), "idempotent meanwhile");
+        drop(stopped);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while target.path.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            !target.path.exists(),
+            "the release finished once the mutex was free"
+        );
+        assert_eq!(held.lost(), None);
+        let _next = claim(&target);
     }
 }

@@ -19,6 +19,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 pub const OWNER_FILE_NAME: &str = ".owners";
 const HOLDER_RANGE_START: u64 = 1 << 48;
@@ -28,6 +29,13 @@ const HOLDER_RANGE_LEN: u64 = (1 << 52) - (1 << 48);
 /// reused spare would cost a truncation).
 const NEW_SLOTS_START: u64 = 1_000_000_000_000_000;
 const NEW_SLOTS_LEN: u64 = HOLDER_RANGE_START + HOLDER_RANGE_LEN - NEW_SLOTS_START;
+
+/// How long a call made for JavaScript (a claim, a release, a sweep) or by a holder's
+/// heartbeat tries for a per-name mutex before it gives up for now (see
+/// [`OwnerFile::lock_mutex_within`]).
+pub const MUTEX_PATIENCE: Duration = Duration::from_millis(20);
+/// For how long of that a waiter only yields the CPU between two tries, before it sleeps.
+const MUTEX_SPIN: Duration = Duration::from_micros(100);
 
 /// The owner file of one locks directory, opened once (one open file description).
 #[derive(Debug)]
@@ -121,6 +129,30 @@ impl OwnerFile {
     /// the kernel frees it if one of them dies inside.
     pub fn lock_mutex(&self, offset: u64) -> Result<(), LockError> {
         self.set_lock(libc::F_WRLCK, offset, true).map(|_| ())
+    }
+
+    /// Tries for the per-name mutex for up to `patience`; `false` if it stayed held. For
+    /// callers that must not hang: a holder stopped inside it (SIGSTOP, a frozen container)
+    /// keeps it until it runs again. Nobody can change the lock meanwhile anyway.
+    pub fn lock_mutex_within(&self, offset: u64, patience: Duration) -> Result<bool, LockError> {
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        loop {
+            if self.set_lock(libc::F_WRLCK, offset, false)? {
+                return Ok(true);
+            }
+            let waited = start.elapsed();
+            if waited >= patience {
+                return Ok(false);
+            }
+            // The mutex is held for microseconds by a running process: let it run first.
+            if waited < MUTEX_SPIN {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(pause.min(patience - waited));
+                pause = (pause * 2).min(Duration::from_millis(1));
+            }
+        }
     }
 
     pub fn unlock_mutex(&self, offset: u64) {

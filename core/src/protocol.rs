@@ -6,7 +6,7 @@
 //! interleave, and a claim always appears whole (`link()` of a complete temp file).
 
 use crate::error::LockError;
-use crate::kernel_lock::{mutex_offset, HolderSlot, OwnerFile};
+use crate::kernel_lock::{mutex_offset, HolderSlot, OwnerFile, MUTEX_PATIENCE};
 use crate::liveness::{StaleReason, Verdict};
 use crate::lockfile_io::{
     self, evict, may_be_published, observe, publish, Eviction, LockTarget, Observed,
@@ -76,6 +76,18 @@ pub struct Reclaim {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Busy {
     pub holder: Option<ParsedRecord>,
+    /// Busy because the lock's mutex stayed held (its holder stopped inside): whatever
+    /// `holder` is, only a change of the lockfile, or time, can end this.
+    pub mutex_stuck: bool,
+}
+
+impl Busy {
+    pub fn held_by(holder: Option<ParsedRecord>) -> Busy {
+        Busy {
+            holder,
+            mutex_stuck: false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -98,7 +110,7 @@ fn decide<C: Claimant>(
 ) -> Result<Decision, C::Error> {
     let judge_unreadable = |seen: &Observed| {
         if seen.age().is_some_and(|age| age < grace) {
-            Decision::Busy(Busy { holder: None })
+            Decision::Busy(Busy::held_by(None))
         } else {
             Decision::Claim(Some(StaleReason::Corrupt))
         }
@@ -112,9 +124,7 @@ fn decide<C: Claimant>(
             record: Some(record),
             ..
         } => match claimant.judge(record, owners)? {
-            Verdict::Live => Decision::Busy(Busy {
-                holder: Some(record.clone()),
-            }),
+            Verdict::Live => Decision::Busy(Busy::held_by(Some(record.clone()))),
             Verdict::Stale(reason) => Decision::Claim(Some(reason)),
             Verdict::Malformed => judge_unreadable(seen),
         },
@@ -133,6 +143,17 @@ impl<'a> MutexGuard<'a> {
         let offset = mutex_offset(target.file_name());
         owners.lock_mutex(offset)?;
         Ok(MutexGuard { owners, offset })
+    }
+
+    /// The mutex within [`MUTEX_PATIENCE`], or `None`: its holder is stopped inside it.
+    fn lock_within(
+        owners: &'a OwnerFile,
+        target: &LockTarget,
+    ) -> Result<Option<MutexGuard<'a>>, LockError> {
+        let offset = mutex_offset(target.file_name());
+        Ok(owners
+            .lock_mutex_within(offset, MUTEX_PATIENCE)?
+            .then_some(MutexGuard { owners, offset }))
     }
 
     /// For a holder about to close its owner file: closing its open file description frees
@@ -174,7 +195,7 @@ pub fn try_claim<C: Claimant>(
     mut opened: Option<OwnerFile>,
 ) -> Result<ClaimOutcome, C::Error> {
     let grace = unreadable_grace(heartbeat_stale_ms);
-    let mut last_busy = Busy { holder: None };
+    let mut last_busy = Busy::held_by(None);
     for round in 0..MAX_ROUNDS {
         // A fresh acquire that found the owner file (so the directory) claims blind first:
         // link() refuses whatever is at the lock path, and a lock is usually free, so looking
@@ -215,8 +236,22 @@ pub fn try_claim<C: Claimant>(
         record.owner_file = owners.as_ref().and_then(OwnerFile::id);
         let bytes = record.to_json();
         let attempt = match &owners {
-            Some(owners) => MutexGuard::lock(owners, target)
-                .and_then(|_mutex| publish_if_unchanged(target, &seen, owners, slot, &bytes)),
+            Some(owners) => match MutexGuard::lock_within(owners, target) {
+                Ok(Some(_mutex)) => publish_if_unchanged(target, &seen, owners, slot, &bytes),
+                // Someone is stopped in the middle of changing this lock: it is busy until
+                // they run again. Report whoever is there.
+                Ok(None) => {
+                    let holder = match observe(&target.path)? {
+                        Observed::File { record, .. } => record,
+                        _ => None,
+                    };
+                    return Ok(ClaimOutcome::Busy(Busy {
+                        holder,
+                        mutex_stuck: true,
+                    }));
+                }
+                Err(e) => Err(e),
+            },
             // No kernel locks here: the original's protocol, minus its races we can avoid.
             None => fs::create_dir_all(&target.dir)
                 .map_err(|e| LockError::io(&e, "mkdir", &target.dir))
@@ -250,7 +285,7 @@ pub fn try_claim<C: Claimant>(
             record: Some(r), ..
         } = observe(&target.path)?
         {
-            last_busy = Busy { holder: Some(r) };
+            last_busy = Busy::held_by(Some(r));
         }
     }
     Ok(ClaimOutcome::Busy(last_busy))
@@ -320,6 +355,8 @@ fn evict_if_present(target: &LockTarget, seen: &Observed) -> Result<bool, LockEr
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ownership {
     Ours,
+    /// Not looked at: someone is stopped inside this lock's mutex. Look again later.
+    Undecided,
     /// The lockfile is no longer ours; the text says what is there instead.
     Lost(String),
 }
@@ -350,7 +387,10 @@ pub fn check_and_refresh(
     refreshed: Option<NewRecord>,
 ) -> Result<Ownership, LockError> {
     let _mutex = match &held.owners {
-        Some(owners) => Some(MutexGuard::lock(owners, &held.target)?),
+        Some(owners) => match MutexGuard::lock_within(owners, &held.target)? {
+            Some(mutex) => Some(mutex),
+            None => return Ok(Ownership::Undecided),
+        },
         None => None,
     };
     let seen = observe(&held.target.path)?;
@@ -369,49 +409,87 @@ pub fn check_and_refresh(
 
 /// Releases: deletes the lockfile only while it still holds this claim (the original's
 /// goalId + pid + startTime guard, and our kernel byte), then frees the kernel byte.
-/// Returns whether a lockfile was deleted.
+/// Returns whether a lockfile was deleted. Waits for the mutex as long as it takes.
 pub fn release(held: &mut Claimed) -> Result<bool, LockError> {
-    let mutex = match &held.owners {
-        Some(owners) => Some(MutexGuard::lock(owners, &held.target)?),
-        None => None,
+    release_noting_loss(held, Patience::Wait).map(|r| r == Released::Deleted)
+}
+
+/// How long to try for the mutex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// As long as it takes (a thread that may block).
+    Wait,
+    /// [`MUTEX_PATIENCE`] (the JavaScript thread).
+    Bounded,
+}
+
+/// What a release did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Released {
+    Deleted,
+    /// The lockfile was no longer ours: what had replaced it. Left alone.
+    NotOurs(String),
+    /// Nothing yet: the mutex stayed held (see [`MutexGuard::lock_within`]). Release again
+    /// where waiting is allowed.
+    MutexBusy,
+}
+
+/// [`release`], saying what had replaced the lockfile when it was no longer ours.
+pub fn release_noting_loss(held: &mut Claimed, patience: Patience) -> Result<Released, LockError> {
+    let mutex = match (&held.owners, patience) {
+        (Some(owners), Patience::Wait) => Some(MutexGuard::lock(owners, &held.target)?),
+        (Some(owners), Patience::Bounded) => match MutexGuard::lock_within(owners, &held.target)? {
+            Some(mutex) => Some(mutex),
+            None => return Ok(Released::MutexBusy),
+        },
+        (None, _) => None,
     };
-    let deleted = {
+    let released = {
         // Our own spare still linked there is read without opening the lockfile again.
         let own = lockfile_io::read_own_publication(&held.target);
         let ours = own.is_some();
-        let bytes = match own {
-            Some(bytes) => Some(bytes),
-            None => match observe(&held.target.path)? {
-                Observed::File { bytes, .. } => Some(bytes),
-                _ => None,
+        let seen = match own {
+            // Our very bytes need no parsing.
+            Some(bytes) => Observed::File {
+                record: (bytes != held.bytes.as_bytes())
+                    .then(|| ParsedRecord::parse(&bytes))
+                    .flatten(),
+                bytes,
+                modified: None,
             },
+            None => observe(&held.target.path)?,
         };
-        // Our very bytes need no parsing; anything else must still name this holder.
-        let held_by_us = bytes.is_some_and(|bytes| {
-            bytes == held.bytes.as_bytes()
-                || ParsedRecord::parse(&bytes).is_some_and(|r| {
-                    r.is_held_by(
-                        &held.record.goal_id,
-                        held.record.pid,
-                        held.record.start_time,
-                        held.slot.map(|s| s.0),
-                    )
-                })
-        });
+        // Anything but our very bytes must still name this holder.
+        let held_by_us = match &seen {
+            Observed::File { bytes, record, .. } => {
+                bytes.as_slice() == held.bytes.as_bytes()
+                    || record.as_ref().is_some_and(|r| {
+                        r.is_held_by(
+                            &held.record.goal_id,
+                            held.record.pid,
+                            held.record.start_time,
+                            held.slot.map(|s| s.0),
+                        )
+                    })
+            }
+            _ => false,
+        };
         if held_by_us {
             if ours {
                 lockfile_io::remove_own_publication(&held.target)?;
             } else {
                 lockfile_io::remove(&held.target)?;
             }
+            Released::Deleted
+        } else {
+            Released::NotOurs(describe_loss(&seen))
         }
-        held_by_us
     };
     // Closing the owner file (its only descriptor) frees our byte and the mutex at once:
     // one syscall instead of an unlock and a close.
     MutexGuard::freed_by_closing(mutex);
     held.owners = None;
-    Ok(deleted)
+    Ok(released)
 }
 
 /// A lockfile judged stale and removed by `reclaim_stale`.
@@ -479,7 +557,8 @@ pub fn reclaim_stale<E: From<LockError>>(
         }
         let removed = match &owners {
             Some(owners) => {
-                let Ok(_mutex) = MutexGuard::lock(owners, &target) else {
+                // A mutex that stays held (its holder stopped inside) skips this file.
+                let Ok(Some(_mutex)) = MutexGuard::lock_within(owners, &target) else {
                     continue;
                 };
                 matches!(evict(&target, &seen), Ok(Eviction::Removed))

@@ -191,7 +191,7 @@ fn unreadable_files_are_busy_while_fresh_and_reclaimed_when_old() {
         fs::write(&target.path, content).unwrap();
         assert!(matches!(
             claim(&target, "a"),
-            ClaimOutcome::Busy(Busy { holder: None })
+            ClaimOutcome::Busy(Busy { holder: None, .. })
         ));
         set_age(&target.path, Duration::from_secs(10));
         let mut c = claimed(claim(&target, "a"));
@@ -433,7 +433,7 @@ fn a_blind_first_claim_judges_whatever_it_finds_like_a_looking_one() {
     fs::write(&target.path, b"{\"pid\":").unwrap();
     assert!(matches!(
         claim_opened(&target, "c").unwrap(),
-        ClaimOutcome::Busy(Busy { holder: None })
+        ClaimOutcome::Busy(Busy { holder: None, .. })
     ));
     fs::remove_file(&target.path).unwrap();
     // A directory: the same error as when looking first.
@@ -519,5 +519,71 @@ fn a_claim_whose_directory_is_removed_under_it_claims_in_the_new_one() {
     );
     assert_eq!(busy_goal(claim(&target, "c")).as_deref(), Some("b"));
     assert!(release(&mut b).unwrap());
+    assert!(!target.path.exists());
+}
+
+/// A process stopped (SIGSTOP, a frozen container) while inside a lock's mutex: the claims,
+/// releases, heartbeats and sweeps of others give up on that lock within the patience
+/// instead of hanging, and all proceed once it runs again.
+#[test]
+fn a_mutex_kept_by_a_stopped_process_holds_nobody_up_for_long() {
+    let dir = TempDir::new("proto-stopped-mutex");
+    let target = LockTarget::new(dir.path().join("h.lock"));
+    let mut a = claimed(claim(&target, "a"));
+    let dead = LockTarget::new(dir.path().join("d.lock"));
+    drop(claimed(claim(&dead, "d")));
+    // Another open file description takes both mutexes and keeps them.
+    let stopped = OwnerFile::open(&target.dir, false).unwrap().unwrap();
+    stopped
+        .lock_mutex(mutex_offset(target.file_name()))
+        .unwrap();
+    stopped.lock_mutex(mutex_offset(dead.file_name())).unwrap();
+    let quick = |started: std::time::Instant| {
+        let took = started.elapsed();
+        assert!(
+            took >= MUTEX_PATIENCE && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+    };
+
+    // A claim of a lock whose holder is dead, or of a free one, needs the mutex: busy, with
+    // whoever is there.
+    let started = std::time::Instant::now();
+    assert_eq!(busy_goal(claim(&dead, "b")).as_deref(), Some("d"));
+    quick(started);
+    let free = LockTarget::new(dir.path().join("f.lock"));
+    stopped.lock_mutex(mutex_offset(free.file_name())).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(busy_goal(claim(&free, "b")), None);
+    quick(started);
+    assert!(!free.path.exists());
+    let started = std::time::Instant::now();
+    assert_eq!(
+        release_noting_loss(&mut a, Patience::Bounded).unwrap(),
+        Released::MutexBusy
+    );
+    quick(started);
+    assert!(target.path.exists(), "nothing released yet");
+    assert_eq!(
+        check_and_refresh(&mut a, None).unwrap(),
+        Ownership::Undecided
+    );
+    let mut judge = |r: &ParsedRecord, owners: Option<&OwnerFile>| {
+        Ok::<_, LockError>(enhanced_verdict(r, owners, now_ms(), 60_000.0))
+    };
+    assert!(reclaim_stale(dir.path(), &mut judge, 60_000.0)
+        .unwrap()
+        .is_empty());
+    assert!(dead.path.exists(), "skipped while its mutex is held");
+
+    drop(stopped);
+    assert_eq!(check_and_refresh(&mut a, None).unwrap(), Ownership::Ours);
+    let swept = reclaim_stale(dir.path(), &mut judge, 60_000.0).unwrap();
+    assert_eq!(swept.len(), 1);
+    assert_eq!(swept[0].file_name, b"d.lock");
+    assert_eq!(
+        release_noting_loss(&mut a, Patience::Bounded).unwrap(),
+        Released::Deleted
+    );
     assert!(!target.path.exists());
 }
