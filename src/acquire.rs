@@ -399,11 +399,11 @@ fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
         lock_path: pending.request.target.path.clone(),
         holder: holder_watch(&pending.request, &busy),
         deadline: Instant::now()
-            .checked_add(match busy.holder {
-                Some(_) => pending.request.poll,
-                _ if busy.mutex_stuck => pending.request.poll,
+            .checked_add(if busy.holder.is_some() || busy.mutex_stuck {
+                pending.request.poll
+            } else {
                 // An unreadable file only just written: no event tells when it is written.
-                None => pending.request.poll.min(waiting::UNREADABLE_RELOOK),
+                pending.request.poll.min(waiting::UNREADABLE_RELOOK)
             })
             .unwrap_or_else(Instant::now),
         order: pending.line.order(),

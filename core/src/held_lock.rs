@@ -141,10 +141,15 @@ impl HeldLock {
             Ok(_) | Err(_) => return false,
         };
         drop(state);
-        if let Some(callback) = &self.on_lost {
-            callback(&newly_lost);
-        }
+        self.report_loss(&newly_lost);
         false
+    }
+
+    /// Calls the caller's `onCompromised` (never with the state locked).
+    fn report_loss(&self, reason: &str) {
+        if let Some(callback) = &self.on_lost {
+            callback(reason);
+        }
     }
 
     /// Why the lock was lost, if it was.
@@ -178,9 +183,7 @@ impl HeldLock {
                 }
             }
         };
-        if let Some(callback) = &self.on_lost {
-            callback(&lost_reason);
-        }
+        self.report_loss(&lost_reason);
         false
     }
 }
