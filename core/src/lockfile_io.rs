@@ -73,13 +73,33 @@ pub enum Observed {
         bytes: Vec<u8>,
         record: Option<ParsedRecord>,
         /// `None` when not needed: a record with a heartbeat is judged by its heartbeat.
-        modified: Option<SystemTime>,
+        stamp: Option<Stamp>,
     },
     /// A symlink, FIFO, socket or device: never followed or opened, judged by its age.
     NotAFile {
-        modified: SystemTime,
+        stamp: Stamp,
     },
     Directory,
+}
+
+/// Which inode an entry is, and when it was last written: what tells one unreadable entry
+/// from another with the same bytes (an empty file is the original's claim not yet written,
+/// and a new one looks exactly like an old one). `rename()` changes neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub modified: SystemTime,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        Stamp {
+            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
 }
 
 impl Observed {
@@ -88,10 +108,9 @@ impl Observed {
     pub fn age(&self) -> Option<Duration> {
         let modified = match self {
             Observed::File {
-                modified: Some(modified),
-                ..
+                stamp: Some(stamp), ..
             }
-            | Observed::NotAFile { modified } => *modified,
+            | Observed::NotAFile { stamp } => stamp.modified,
             _ => return None,
         };
         Some(
@@ -101,14 +120,28 @@ impl Observed {
         )
     }
 
-    /// Same entry content: used to check, under the mutex, that what was judged is still there.
+    /// Same entry: used to check, under the mutex, that what was judged is still there.
+    /// Records are told apart by their bytes (each names its writer and instant); entries
+    /// judged by their age also by their inode and age, since the same bytes (none) can be
+    /// a new claim of the original module where an old one was.
     pub fn same_as(&self, other: &Observed) -> bool {
         match (self, other) {
             (Observed::Absent, Observed::Absent) | (Observed::Directory, Observed::Directory) => {
                 true
             }
-            (Observed::File { bytes: a, .. }, Observed::File { bytes: b, .. }) => a == b,
-            (Observed::NotAFile { modified: a }, Observed::NotAFile { modified: b }) => a == b,
+            (
+                Observed::File {
+                    bytes: a,
+                    stamp: sa,
+                    ..
+                },
+                Observed::File {
+                    bytes: b,
+                    stamp: sb,
+                    ..
+                },
+            ) => a == b && (sa.is_none() || sb.is_none() || sa == sb),
+            (Observed::NotAFile { stamp: a }, Observed::NotAFile { stamp: b }) => a == b,
             _ => false,
         }
     }
@@ -129,7 +162,7 @@ pub fn observe(path: &Path) -> Result<Observed, LockError> {
                 Some(libc::ELOOP) | Some(libc::ENXIO) | Some(libc::EOPNOTSUPP) => {
                     match fs::symlink_metadata(path) {
                         Ok(meta) => Ok(Observed::NotAFile {
-                            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                            stamp: Stamp::of(&meta),
                         }),
                         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Observed::Absent),
                         Err(e) => Err(LockError::io(&e, "lstat", path)),
@@ -164,19 +197,19 @@ pub fn observe_opened(path: &Path, mut file: File) -> Result<Observed, LockError
             return Ok(Observed::File {
                 bytes,
                 record: Some(record),
-                modified: None,
+                stamp: None,
             });
         }
     }
     let meta = file
         .metadata()
         .map_err(|e| LockError::io(&e, "fstat", path))?;
-    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let stamp = Stamp::of(&meta);
     if meta.is_dir() {
         return Ok(Observed::Directory);
     }
     if !meta.is_file() {
-        return Ok(Observed::NotAFile { modified });
+        return Ok(Observed::NotAFile { stamp });
     }
     if len == FIRST_READ {
         file.read_to_end(&mut bytes)
@@ -186,7 +219,7 @@ pub fn observe_opened(path: &Path, mut file: File) -> Result<Observed, LockError
     Ok(Observed::File {
         bytes,
         record,
-        modified: Some(modified),
+        stamp: Some(stamp),
     })
 }
 
@@ -776,6 +809,36 @@ mod tests {
         assert_eq!(evict(&t, &judged).unwrap(), Eviction::Removed);
         assert_eq!(evict(&t, &judged).unwrap(), Eviction::Gone);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn evict_tells_a_new_empty_file_from_the_old_empty_one_judged() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = TempDir::new("io-evict-empty");
+        let t = target(&dir);
+        fs::write(&t.path, b"").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(10);
+        File::options()
+            .write(true)
+            .open(&t.path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let judged = observe(&t.path).unwrap();
+        // Kept open so that the new file cannot reuse the old inode.
+        let _old = File::open(&t.path).unwrap();
+        fs::remove_file(&t.path).unwrap();
+        let new = File::create_new(&t.path).unwrap();
+        assert!(!observe(&t.path).unwrap().same_as(&judged));
+        assert_eq!(evict(&t, &judged).unwrap(), Eviction::Changed);
+        assert_eq!(
+            fs::symlink_metadata(&t.path).unwrap().ino(),
+            new.metadata().unwrap().ino(),
+            "put back"
+        );
+        // The same file, moved aside, is still the one judged.
+        let judged = observe(&t.path).unwrap();
+        assert_eq!(evict(&t, &judged).unwrap(), Eviction::Removed);
     }
 
     fn drop_spares_of(t: &LockTarget) {

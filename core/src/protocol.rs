@@ -312,17 +312,12 @@ fn publish_if_unchanged(
     slot: Option<HolderSlot>,
     bytes: &str,
 ) -> Result<bool, LockError> {
-    // An entry judged stale is looked at again first: a holder that released between our
-    // read and the probe of its kernel byte looks dead, and its successor's record may be
-    // in place by now. Moving that aside and back (evict() would) costs far more than this
-    // look, under the mutex. (evict() still compares what it moved with what was judged,
-    // against writers that do not take the mutex; link() refuses where nothing was.)
     let seen = match seen {
         Observed::Absent => seen,
-        _ => match observe(&target.path)? {
-            Observed::Absent => &Observed::Absent,
-            now if now.same_as(seen) => seen,
-            _ => return Ok(false),
+        _ => match look_again(target, seen)? {
+            Judged::Gone => &Observed::Absent,
+            Judged::Still => seen,
+            Judged::Changed => return Ok(false),
         },
     };
     if !evict_if_present(target, seen)? {
@@ -342,6 +337,27 @@ fn publish_if_unchanged(
         }
     }
     published
+}
+
+/// What an entry judged stale is when looked at again.
+enum Judged {
+    Gone,
+    Still,
+    Changed,
+}
+
+/// Under the mutex, before changing an entry judged stale: is it still what was judged?
+/// A holder that released between our read and the probe of its kernel byte looks dead, and
+/// its successor's record may be in place by now. Moving that aside and back (evict() would,
+/// finding it changed) costs more than this look, and leaves the lock path empty for a
+/// moment, where a process of the original module could claim. evict() still compares what
+/// it moved with what was judged, against writers that do not take the mutex.
+fn look_again(target: &LockTarget, judged: &Observed) -> Result<Judged, LockError> {
+    Ok(match observe(&target.path)? {
+        Observed::Absent => Judged::Gone,
+        now if now.same_as(judged) => Judged::Still,
+        _ => Judged::Changed,
+    })
 }
 
 fn evict_if_present(target: &LockTarget, seen: &Observed) -> Result<bool, LockError> {
@@ -455,7 +471,7 @@ pub fn release_noting_loss(held: &mut Claimed, patience: Patience) -> Result<Rel
                     .then(|| ParsedRecord::parse(&bytes))
                     .flatten(),
                 bytes,
-                modified: None,
+                stamp: None,
             },
             None => observe(&held.target.path)?,
         };
@@ -561,7 +577,8 @@ pub fn reclaim_stale<E: From<LockError>>(
                 let Ok(Some(_mutex)) = MutexGuard::lock_within(owners, &target) else {
                     continue;
                 };
-                matches!(evict(&target, &seen), Ok(Eviction::Removed))
+                matches!(look_again(&target, &seen), Ok(Judged::Still))
+                    && matches!(evict(&target, &seen), Ok(Eviction::Removed))
             }
             None => matches!(evict(&target, &seen), Ok(Eviction::Removed)),
         };

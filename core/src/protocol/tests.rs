@@ -587,3 +587,95 @@ fn a_mutex_kept_by_a_stopped_process_holds_nobody_up_for_long() {
     );
     assert!(!target.path.exists());
 }
+
+/// A claimant of this package, and something another process does between the claim's
+/// judgement and its change: run when the claim asks for its record (after judging, before
+/// the mutex).
+struct Interrupted<F: FnMut()> {
+    claimant: Enhanced,
+    meanwhile: Option<F>,
+}
+
+impl<F: FnMut()> Claimant for Interrupted<F> {
+    type Error = LockError;
+    fn judge(
+        &mut self,
+        r: &ParsedRecord,
+        owners: Option<&OwnerFile>,
+    ) -> Result<Verdict, LockError> {
+        self.claimant.judge(r, owners)
+    }
+    fn record(&mut self) -> Result<NewRecord, LockError> {
+        if let Some(mut meanwhile) = self.meanwhile.take() {
+            meanwhile();
+        }
+        self.claimant.record()
+    }
+}
+
+#[test]
+fn an_original_claim_not_yet_written_is_not_taken_for_the_old_empty_file_it_replaced() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("proto-empty-replaced");
+    let target = LockTarget::new(dir.path().join("h.lock"));
+    // An old empty file: an original process killed between its create and its write.
+    fs::write(&target.path, b"").unwrap();
+    set_age(&target.path, Duration::from_secs(10));
+    // Meanwhile an original process removes it and claims: its file is empty until written.
+    let mut theirs = None;
+    let mut claimant = Interrupted {
+        claimant: enhanced("ours"),
+        meanwhile: Some(|| {
+            fs::remove_file(&target.path).unwrap();
+            theirs = Some(File::create_new(&target.path).unwrap());
+        }),
+    };
+    let outcome = try_claim(&target, &mut claimant, 60_000.0, None).unwrap();
+    assert!(
+        matches!(outcome, ClaimOutcome::Busy(Busy { holder: None, .. })),
+        "a fresh empty claim is busy: {outcome:?}"
+    );
+    let theirs = theirs.expect("the other claim was made");
+    let meta = theirs.metadata().unwrap();
+    assert_eq!(meta.nlink(), 1, "their claim is still linked");
+    assert_eq!(
+        fs::symlink_metadata(&target.path).unwrap().ino(),
+        meta.ino()
+    );
+}
+
+/// When an entry's inode last changed: a rename or link of it shows here.
+fn ctime(path: &Path) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(path).unwrap();
+    (meta.ctime(), meta.ctime_nsec())
+}
+
+#[test]
+fn a_sweep_leaves_alone_a_stale_entry_claimed_again_after_it_was_judged() {
+    let dir = TempDir::new("proto-sweep-reclaimed");
+    let target = LockTarget::new(dir.path().join("h.lock"));
+    fs::write(&target.path, original_record("dead", false)).unwrap();
+    let mut live = None;
+    let mut judge = |r: &ParsedRecord, owners: Option<&OwnerFile>| {
+        let verdict = enhanced_verdict(r, owners, now_ms(), 60_000.0);
+        assert_eq!(verdict, Verdict::Stale(StaleReason::HolderDead));
+        // Meanwhile another process reclaims it, and holds it.
+        let c = claimed(claim(&target, "live"));
+        let changed = ctime(&target.path);
+        live = Some((c, changed));
+        // Long enough for any rename or link of the entry to show in its ctime.
+        std::thread::sleep(Duration::from_millis(30));
+        Ok::<_, LockError>(verdict)
+    };
+    let got = reclaim_stale(&target.dir, &mut judge, 60_000.0).unwrap();
+    assert!(got.is_empty(), "{got:?}");
+    let (mut c, changed) = live.expect("judged once");
+    assert_eq!(fs::read_to_string(&target.path).unwrap(), c.bytes);
+    assert_eq!(
+        ctime(&target.path),
+        changed,
+        "the live lockfile was never moved aside"
+    );
+    assert!(release(&mut c).unwrap());
+}
