@@ -302,18 +302,43 @@ describe('many waiters', () => {
   })
 })
 
+describe('waiters of one process share their fallback looks', () => {
+  it('and still notice, by time alone, a holder whose heartbeat goes stale', { timeout: 20_000 }, async () => {
+    const cwd = workspace()
+    const lockPath = lock.workspaceLockPath(cwd)
+    fs.mkdirSync(path.dirname(lockPath), { recursive: true })
+    // A holder on another host: only its heartbeat tells, and no event comes when it ages.
+    const heartbeat = Date.now() - 700
+    fs.writeFileSync(lockPath, JSON.stringify({ pid: 999_999_999, startTime: 1, heartbeat, goalId: 'far-away', acquiredAt: new Date(heartbeat).toISOString(), host: 'elsewhere', bootId: 'another-boot', pidNs: '1' }))
+    const order = []
+    let firstMs
+    const t0 = process.hrtime.bigint()
+    const waiters = Array.from({ length: 20 }, (_, i) =>
+      lock.acquireWorkspaceLock(cwd, `w${i}`, { pollMs: 50, heartbeatStaleMs: 1000 }).then((held) => {
+        firstMs ??= ms(t0)
+        order.push(i)
+        held.release()
+      }))
+    await Promise.all(waiters)
+    assert.deepEqual(order, Array.from({ length: 20 }, (_, i) => i))
+    assert.ok(firstMs >= 200 && firstMs < 5_000, `first acquired after ${firstMs} ms`)
+  })
+})
+
 describe('an idle wait costs no CPU', () => {
-  for (const pollMs of [NO_POLL, 500]) {
-    it(`100 parked waiters use almost no CPU over a second (pollMs ${pollMs})`, { timeout: 20_000 }, async () => {
+  // Generous bounds: a poller at 5 ms would burn far more; we expect a few ms at most. 200
+  // waiters looking each every 20 ms would take more than a core here; they share their
+  // looks (one per 20 ms).
+  for (const [waiters, pollMs, bound] of [[100, NO_POLL, 100_000], [100, 500, 100_000], [200, 20, 250_000]]) {
+    it(`${waiters} parked waiters use almost no CPU over a second (pollMs ${pollMs})`, { timeout: 20_000 }, async () => {
       const cwd = workspace()
       const h = await lock.acquireWorkspaceLock(cwd, 'holder')
-      const child = startChild('waiters.mjs', [cwd, '100', String(pollMs), 'idle'])
+      const child = startChild('waiters.mjs', [cwd, String(waiters), String(pollMs), 'idle'])
       assert.equal(await child.nextLine(), 'parked')
-      await sleep(200)
+      await sleep(300)
       child.send('measure 1000')
       const cpuMicros = Number(await child.nextLine())
-      // Generous: a poller at 5 ms would burn far more; we expect a few ms at most.
-      assert.ok(cpuMicros < 100_000, `${cpuMicros} µs of CPU in 1 s`)
+      assert.ok(cpuMicros < bound, `${cpuMicros} µs of CPU in 1 s`)
       await child.exited
       h.release()
     })

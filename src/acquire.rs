@@ -47,6 +47,14 @@ struct Request {
     injected: bool,
 }
 
+impl Request {
+    /// Who judges a lock as this acquisition does (see [`WaitSpec::judging`]): any other
+    /// without injected callbacks and with the same `heartbeatStaleMs`.
+    fn judging(&self) -> Option<u64> {
+        (!self.injected).then(|| self.heartbeat_stale_ms.to_bits())
+    }
+}
+
 /// The caller's callbacks, as live values for one attempt.
 struct Callbacks {
     judge: JudgeOptions,
@@ -408,6 +416,7 @@ fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
             .unwrap_or_else(Instant::now),
         order: pending.line.order(),
         pause,
+        judging: pending.request.judging(),
     };
     register(&mut pending, id, spec);
     let stuck = busy.mutex_stuck;
@@ -448,6 +457,7 @@ fn park_behind(mut pending: Pending, id: u64) {
             .unwrap_or_else(Instant::now),
         order: pending.line.order(),
         pause: None,
+        judging: pending.request.judging(),
     };
     register(&mut pending, id, spec);
     PENDING.with(|p| p.borrow_mut().insert(id, pending));

@@ -56,6 +56,12 @@ pub struct WaitSpec {
     /// to no directory event, only to its holder's death and its deadline, and it is woken
     /// when the pause ends, to look again.
     pub pause: Option<Duration>,
+    /// Waiters of one lock path with the same `judging` judge a lock alike (`None`: by
+    /// callbacks of its own), so a look by one of them tells the others what they would
+    /// see: the deadline of a waiter is put off while another such waiter looked since it
+    /// last learnt anything. The fallback then costs one look per `pollMs` per lock path,
+    /// not one per waiter.
+    pub judging: Option<u64>,
 }
 
 pub type WakeCallback = Box<dyn FnOnce(WakeReason) + Send>;
@@ -68,6 +74,12 @@ struct Waiter {
     name: OsString,
     holder: Option<HolderWatch>,
     deadline: Instant,
+    /// From when it was registered to its deadline.
+    interval: Duration,
+    /// When it last learnt the lock's state: its registration, or a look by a waiter of
+    /// the same path that judges alike (see [`WaitSpec::judging`]).
+    since: Instant,
+    judging: Option<u64>,
     order: u64,
     /// The end of its pause. Only a waiter without one listens to directory events (and is
     /// then a user of the directory's inotify watch).
@@ -131,6 +143,8 @@ struct State {
     fired_bytes: Vec<(PathBuf, u64)>,
     /// Pids found gone when a watch was asked for.
     exited_pids: Vec<i32>,
+    /// The latest look at each lock path (directory, name) by a waiter judging alike.
+    looks: HashMap<(PathBuf, OsString, u64), Instant>,
     thread_started: bool,
 }
 
@@ -319,6 +333,7 @@ pub fn register(spec: WaitSpec, callback: WakeCallback) -> WaitId {
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
+    let now = Instant::now();
     let mut st = svc.lock();
     st.next_id += 1;
     let id = WaitId(st.next_id);
@@ -335,10 +350,13 @@ pub fn register(spec: WaitSpec, callback: WakeCallback) -> WaitId {
             name,
             holder: spec.holder,
             deadline: spec.deadline,
+            interval: spec.deadline.saturating_duration_since(now),
+            since: now,
+            judging: spec.judging,
             order: spec.order,
             paused_until: spec
                 .pause
-                .map(|p| Instant::now().checked_add(p).unwrap_or(spec.deadline)),
+                .map(|p| now.checked_add(p).unwrap_or(spec.deadline)),
             callback,
         },
     );
@@ -395,6 +413,54 @@ pub fn nudge(lock_path: &Path) {
     svc.unwatch_dir(&mut st, &w.dir);
     drop(st);
     (w.callback)(WakeReason::Changed);
+}
+
+impl State {
+    /// Notes the looks about to happen (`fired`: each woken waiter looks), then lets a
+    /// fallback deadline (`expired`) through, oldest waiter first, only if no waiter of its
+    /// lock path judging alike looked since it last learnt anything; otherwise puts it off
+    /// by its interval from that look. So a lock path's waiters share one fallback look per
+    /// interval, and a waiter whose thread is blocked holds the others up for one interval
+    /// at most.
+    fn pass_on_looks(
+        &mut self,
+        fired: &mut Vec<(WaitId, WakeReason)>,
+        mut expired: Vec<WaitId>,
+        now: Instant,
+    ) {
+        let State { waiters, looks, .. } = self;
+        let key = |w: &Waiter| w.judging.map(|j| (w.dir.clone(), w.name.clone(), j));
+        for (id, _) in fired.iter() {
+            if let Some(k) = waiters.get(id).and_then(key) {
+                looks.insert(k, now);
+            }
+        }
+        expired
+            .sort_unstable_by_key(|id| waiters.get(id).map_or((u64::MAX, *id), |w| (w.order, *id)));
+        for id in expired {
+            let Some(w) = waiters.get_mut(&id) else {
+                continue;
+            };
+            let k = key(w);
+            let seen = k
+                .as_ref()
+                .and_then(|k| looks.get(k))
+                .copied()
+                .filter(|at| *at > w.since);
+            match seen {
+                Some(at) => {
+                    w.since = at;
+                    w.deadline = at.checked_add(w.interval).unwrap_or(at);
+                }
+                None => {
+                    if let Some(k) = k {
+                        looks.insert(k, now);
+                    }
+                    fired.push((id, WakeReason::Deadline));
+                }
+            }
+        }
+    }
 }
 
 impl Service {
@@ -631,6 +697,7 @@ impl Service {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let mut fired: Vec<(WaitId, WakeReason)> = Vec::new();
+            let mut expired: Vec<WaitId> = Vec::new();
             let mut changed_entries: Vec<(i32, OsString)> = Vec::new();
             let mut whole: Vec<(i32, u32)> = Vec::new();
             let base = usize::from(self.wake_fd.is_some()) + usize::from(self.inotify.is_some());
@@ -714,7 +781,7 @@ impl Service {
                     WakeReason::HolderGone
                 } else {
                     if w.deadline <= now {
-                        fired.push((*id, WakeReason::Deadline));
+                        expired.push(*id);
                     }
                     continue;
                 };
@@ -735,6 +802,7 @@ impl Service {
                     fired.push((id, reason));
                 }
             }
+            st.pass_on_looks(&mut fired, expired, now);
             // A waiter whose pause ended behind a paused one listens again, and waits its turn.
             for id in pauses_over {
                 if fired.iter().any(|(f, _)| *f == id) {
@@ -771,6 +839,12 @@ impl Service {
                 })
                 .collect();
             st.pidfds.retain(|pid, _| wanted.contains(pid));
+            if !st.looks.is_empty() {
+                let State { waiters, looks, .. } = &mut *st;
+                looks.retain(|(dir, name, _), _| {
+                    waiters.values().any(|w| w.dir == *dir && w.name == *name)
+                });
+            }
             drop(st);
             for (callback, reason) in callbacks {
                 callback(reason);
@@ -872,6 +946,7 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(30),
             order: 0,
             pause: None,
+            judging: None,
         });
         // Another file in the directory does not wake it.
         std::fs::write(dir.path().join("other.lock"), b"{}").unwrap();
@@ -891,6 +966,7 @@ mod tests {
             deadline: Instant::now() + Duration::from_millis(30),
             order: 0,
             pause: None,
+            judging: None,
         });
         woken(&rx, WakeReason::Deadline);
     }
@@ -913,6 +989,7 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(30),
             order: 0,
             pause,
+            judging: None,
         });
         (holder, rx)
     }
@@ -961,6 +1038,7 @@ mod tests {
             deadline: Instant::now() + Duration::from_millis(400),
             order: 0,
             pause: None,
+            judging: None,
         });
         // Not woken by that byte (which would make the waiter spin), only by its deadline.
         let at = woken(&rx, WakeReason::Deadline);
@@ -990,6 +1068,7 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(30),
             order: 0,
             pause: None,
+            judging: None,
         });
         woken(&rx, WakeReason::HolderGone);
         let _ = child.wait();
@@ -1007,6 +1086,7 @@ mod tests {
                     deadline: Instant::now() + Duration::from_secs(30),
                     order,
                     pause,
+                    judging: None,
                 },
                 Box::new(move |_| {
                     let _ = tx.send(order);
@@ -1094,6 +1174,7 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(30),
             order: 0,
             pause: Some(Duration::from_millis(400)),
+            judging: None,
         });
         std::fs::remove_file(&lock).unwrap();
         assert!(
@@ -1192,6 +1273,7 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(30),
             order: 0,
             pause: None,
+            judging: None,
         });
         woken(&rx, WakeReason::HolderGone);
     }
@@ -1207,6 +1289,7 @@ mod tests {
                 deadline: Instant::now() + Duration::from_millis(20),
                 order: 0,
                 pause: None,
+                judging: None,
             },
             Box::new(move |r| {
                 let _ = tx.send(r);
@@ -1232,6 +1315,7 @@ mod tests {
                 deadline: Instant::now() + Duration::from_secs(30),
                 order,
                 pause: None,
+                judging: None,
             };
             std::fs::write(dir.join("x.lock"), b"{}").unwrap();
             // Six waiters in line for x: each event about x or the directory wakes the first
@@ -1269,5 +1353,113 @@ mod tests {
             let at = woken(&y, WakeReason::Changed);
             assert!(at.duration_since(removed) < Duration::from_secs(2));
         }
+    }
+}
+
+#[cfg(test)]
+mod shared_look_tests {
+    use super::*;
+
+    /// A waiter of `a.lock` that arrived `order`-th, judging as `judging`, that last learnt
+    /// the lock's state at `since` and looks every `interval` (its deadline is due).
+    fn waiter(order: u64, judging: Option<u64>, since: Instant, interval: Duration) -> Waiter {
+        Waiter {
+            dir: PathBuf::from("/locks"),
+            name: OsString::from("a.lock"),
+            holder: None,
+            deadline: since + interval,
+            interval,
+            since,
+            judging,
+            order,
+            paused_until: None,
+            callback: Box::new(|_| {}),
+        }
+    }
+
+    fn state(waiters: Vec<Waiter>) -> State {
+        let mut st = State::default();
+        for (i, w) in waiters.into_iter().enumerate() {
+            st.waiters.insert(WaitId(i as u64 + 1), w);
+        }
+        st
+    }
+
+    const POLL: Duration = Duration::from_millis(500);
+
+    #[test]
+    fn waiters_judging_alike_share_one_fallback_look() {
+        let t0 = Instant::now();
+        let now = t0 + POLL;
+        let mut st = state((0..5).map(|o| waiter(o, Some(7), t0, POLL)).collect());
+        let mut fired = Vec::new();
+        st.pass_on_looks(&mut fired, (1..=5).rev().map(WaitId).collect(), now);
+        // The earliest arrival looks; the others learn from its look and wait one interval
+        // from it.
+        assert_eq!(fired, [(WaitId(1), WakeReason::Deadline)]);
+        for id in 2..=5 {
+            let w = &st.waiters[&WaitId(id)];
+            assert_eq!((w.since, w.deadline), (now, now + POLL));
+        }
+        // Nobody looked since (the one that looked is blocked, say): one of them looks then.
+        st.waiters.remove(&WaitId(1));
+        let mut fired = Vec::new();
+        st.pass_on_looks(&mut fired, (2..=5).map(WaitId).collect(), now + POLL);
+        assert_eq!(fired, [(WaitId(2), WakeReason::Deadline)]);
+    }
+
+    #[test]
+    fn a_look_after_an_event_puts_off_the_others_deadlines() {
+        let t0 = Instant::now();
+        let now = t0 + POLL;
+        let mut st = state(vec![
+            waiter(0, Some(7), t0, POLL),
+            waiter(1, Some(7), t0, POLL),
+        ]);
+        // The first was woken by a release just now; the second's deadline is due.
+        let mut fired = vec![(WaitId(1), WakeReason::Changed)];
+        st.pass_on_looks(&mut fired, vec![WaitId(2)], now);
+        assert_eq!(fired, [(WaitId(1), WakeReason::Changed)]);
+        assert_eq!(st.waiters[&WaitId(2)].deadline, now + POLL);
+    }
+
+    #[test]
+    fn waiters_judging_otherwise_look_on_their_own() {
+        let t0 = Instant::now();
+        let now = t0 + POLL;
+        let mut st = state(vec![
+            waiter(0, Some(7), t0, POLL),
+            waiter(1, Some(8), t0, POLL), // another heartbeatStaleMs
+            waiter(2, None, t0, POLL),    // injected callbacks
+            waiter(3, None, t0, POLL),
+        ]);
+        let mut fired = Vec::new();
+        st.pass_on_looks(&mut fired, (1..=4).map(WaitId).collect(), now);
+        let ids: Vec<u64> = fired.iter().map(|(id, _)| id.0).collect();
+        assert_eq!(ids, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_look_older_than_what_a_waiter_knows_does_not_put_it_off() {
+        let t0 = Instant::now();
+        let mut st = state(vec![waiter(0, Some(7), t0, POLL)]);
+        // A look before this waiter registered (it looked itself then).
+        st.looks.insert(
+            (PathBuf::from("/locks"), OsString::from("a.lock"), 7),
+            t0 - Duration::from_millis(1),
+        );
+        let mut fired = Vec::new();
+        st.pass_on_looks(&mut fired, vec![WaitId(1)], t0 + POLL);
+        assert_eq!(fired, [(WaitId(1), WakeReason::Deadline)]);
+        // Its short interval (an unreadable lockfile's relook) counts from the latest look.
+        let short = Duration::from_millis(25);
+        let mut st = state(vec![
+            waiter(0, Some(7), t0, POLL),
+            waiter(1, Some(7), t0, short),
+        ]);
+        let mut fired = vec![(WaitId(1), WakeReason::Changed)];
+        st.pass_on_looks(&mut fired, vec![WaitId(2)], t0 + short);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(st.waiters[&WaitId(2)].deadline, t0 + short + short);
     }
 }
