@@ -41,8 +41,10 @@ export interface AcquireWorkspaceLockOptions {
   /** A heartbeat older than this (ms) makes a lock stale (default 60000). */
   heartbeatStaleMs?: number;
   /** Longest wait between two checks while queued, ms (default 500); waiters are woken at
-   *  once by releases and by the holder's death, this is only the fallback. (Under
-   *  contention, a waiter that just lost the lock to another claim looks again 5 ms later.) */
+   *  once by releases and by the holder's death, this is only the fallback. A check by
+   *  another waiter of this process for the same lock, judging alike (no injected callbacks,
+   *  the same `heartbeatStaleMs`), counts. (Under contention, a waiter that just lost the
+   *  lock to another claim looks again 5 ms later.) */
   pollMs?: number;
   /** Test injection: process start times. Injecting it (or `now`) selects the original's
    *  judgement exactly. */

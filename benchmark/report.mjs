@@ -230,9 +230,10 @@ function targetsReading(R) {
   if (unmet.includes('reclaimStaleLocks, 10,000 stale'))
     parts.push(
       `**Reclaim.** 5× the original is ${fmt(ORIGINAL.reclaim_us[0] / 5)}–${fmt(ORIGINAL.reclaim_us[1] / 5)} µs per file; the ` +
-        `floor's bare read and unlink take ${fmt(recFloor)} µs per file on this file system. This package also renames each ` +
-        `stale file aside and compares it before deleting it, so that a record written meanwhile by a process that does not ` +
-        `take its mutex (the original module) is never lost; the rename costs as much as the unlink.`,
+        `floor's bare read and unlink take ${fmt(recFloor)} µs per file on this file system. This package also reads each ` +
+        `stale file again under its kernel mutex (a claim of this package may have replaced it since it was judged), then ` +
+        `renames it aside and compares it before deleting it, so that a record written meanwhile by a process that does not ` +
+        `take the mutex (the original module) is never lost; the rename costs as much as the unlink.`,
     )
   if (unmet.includes('4 processes contending'))
     parts.push(
@@ -474,8 +475,8 @@ function reading(R) {
     )
     p.push(
       `**reclaimStaleLocks** (${parts.join('; ')}). Each stale lock costs the package more than an unlink: it is ` +
-        `judged, renamed aside under the kernel mutex, compared and only then deleted, so that a record written ` +
-        `meanwhile by another process is never lost; the floor just unlinks. For live locks, both read each ` +
+        `judged, read again under the kernel mutex, renamed aside, compared and only then deleted, so that neither a ` +
+        `claim made since it was judged nor a record written meanwhile by another process is ever lost; the floor just unlinks. For live locks, both read each ` +
         `record and look each distinct pid up once in /proc (per sweep), so the package is close to the floor` +
         `${sysReclaim(r)}. proper-lockfile and lockfile have no directory ` +
         `sweep (¹): they break a stale lock only when someone tries to take that very lock.`,

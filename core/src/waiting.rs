@@ -461,6 +461,19 @@ impl State {
             }
         }
     }
+
+    /// Forgets the looks at lock paths nobody waits for any more.
+    fn forget_unwaited_looks(&mut self) {
+        if self.looks.is_empty() {
+            return;
+        }
+        let State { waiters, looks, .. } = self;
+        let waited: HashSet<(&Path, &OsString)> = waiters
+            .values()
+            .map(|w| (w.dir.as_path(), &w.name))
+            .collect();
+        looks.retain(|(dir, name, _), _| waited.contains(&(dir.as_path(), name)));
+    }
 }
 
 impl Service {
@@ -839,12 +852,7 @@ impl Service {
                 })
                 .collect();
             st.pidfds.retain(|pid, _| wanted.contains(pid));
-            if !st.looks.is_empty() {
-                let State { waiters, looks, .. } = &mut *st;
-                looks.retain(|(dir, name, _), _| {
-                    waiters.values().any(|w| w.dir == *dir && w.name == *name)
-                });
-            }
+            st.forget_unwaited_looks();
             drop(st);
             for (callback, reason) in callbacks {
                 callback(reason);
@@ -1461,5 +1469,21 @@ mod shared_look_tests {
         st.pass_on_looks(&mut fired, vec![WaitId(2)], t0 + short);
         assert_eq!(fired.len(), 1);
         assert_eq!(st.waiters[&WaitId(2)].deadline, t0 + short + short);
+    }
+
+    #[test]
+    fn looks_at_paths_nobody_waits_for_are_forgotten() {
+        let t0 = Instant::now();
+        let mut st = state(vec![waiter(0, Some(7), t0, POLL)]);
+        let mut fired = vec![(WaitId(1), WakeReason::Changed)];
+        st.pass_on_looks(&mut fired, Vec::new(), t0);
+        st.looks
+            .insert((PathBuf::from("/locks"), OsString::from("b.lock"), 7), t0);
+        st.forget_unwaited_looks();
+        let kept: Vec<&OsString> = st.looks.keys().map(|(_, name, _)| name).collect();
+        assert_eq!(kept, [&OsString::from("a.lock")]);
+        st.waiters.clear();
+        st.forget_unwaited_looks();
+        assert!(st.looks.is_empty());
     }
 }
