@@ -222,6 +222,37 @@ describe('many waiters', () => {
     third.release()
   })
 
+  // Its turn comes while its thread is blocked: woken for the release, or, at its own pollMs
+  // deadline, taken out of the watcher just before the release woke the next instead.
+  for (const workerPollMs of [60_000, 100]) {
+    it(`a release reaches the next waiter when the earliest one's thread is blocked (its pollMs ${workerPollMs})`, { timeout: 30_000 }, async () => {
+      const cwd = workspace()
+      const h = await lock.acquireWorkspaceLock(cwd, 'h')
+      const index = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'index.js')
+      const code = `const { parentPort, workerData } = require('node:worker_threads')
+        const lock = require(workerData.index)
+        lock.acquireWorkspaceLock(workerData.cwd, 'worker', { pollMs: workerData.pollMs }).then((held) => {
+          parentPort.postMessage('held'); held.release(); parentPort.close()
+        })
+        parentPort.postMessage('waiting')
+        setTimeout(() => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 3000), 100)`
+      const w = new Worker(code, { eval: true, workerData: { cwd, index, pollMs: workerPollMs } })
+      const messages = []
+      w.on('message', (m) => messages.push(m))
+      while (!messages.includes('waiting')) await sleep(5)
+      const behind = lock.acquireWorkspaceLock(cwd, 'behind', { pollMs: NO_POLL })
+      await sleep(400) // the worker's thread is blocked now
+      const t0 = process.hrtime.bigint()
+      h.release()
+      const b = await behind
+      // 50 ms of patience for the blocked one; its pollMs or ours (60 s) would be far more.
+      assert.ok(ms(t0) < 1_500, `waited ${ms(t0)} ms behind a blocked thread`)
+      b.release()
+      await new Promise((resolve) => w.once('exit', resolve))
+      assert.deepEqual(messages, ['waiting', 'held'])
+    })
+  }
+
   it('an earlier waiter on a blocked worker thread holds the line up for pollMs at most', { timeout: 30_000 }, async () => {
     const cwd = workspace()
     const h = await lock.acquireWorkspaceLock(cwd, 'h')

@@ -351,7 +351,8 @@ fn begin_waiting(
         request,
     };
     if !pending.line.is_first() {
-        park_behind(pending, id);
+        let poll = pending.request.poll;
+        park_behind(pending, id, poll);
         return Ok(());
     }
     let pause =
@@ -446,14 +447,14 @@ fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
 }
 
 /// Waits behind earlier waiters of this process for the same lock: for the events that may
-/// free it, which wake the first in line first, or `pollMs`. It watches no holder and does
-/// not look at the lock now: the first in line does.
-fn park_behind(mut pending: Pending, id: u64) {
+/// free it, which wake the first in line first, or `wait` (`pollMs`, or less). It watches no
+/// holder and does not look at the lock now: the first in line does.
+fn park_behind(mut pending: Pending, id: u64, wait: Duration) {
     let spec = WaitSpec {
         lock_path: pending.request.target.path.clone(),
         holder: None,
         deadline: Instant::now()
-            .checked_add(pending.request.poll)
+            .checked_add(wait)
             .unwrap_or_else(Instant::now),
         order: pending.line.order(),
         pause: None,
@@ -483,15 +484,17 @@ fn retry(env: Env, id: u64, woken_by: WakeReason) {
     // Gone already (aborted after it was woken): its finish() passed the turn on.
     let Some(pending) = take(id) else { return };
     // Woken by an event while an earlier waiter of this process is still in line (it was
-    // woken first and is about to look, or it pauses): its turn comes first. The fallback
-    // deadline (pollMs) looks anyway: an earlier waiter whose thread is blocked must not
-    // hold the others up for longer than that.
+    // woken first and is about to look, or it pauses): its turn comes first. A deadline looks
+    // anyway: an earlier waiter whose thread is blocked must not hold the others up. So this
+    // one looks after HEAD_PATIENCE if nothing wakes it before (the event may be one that
+    // earlier waiter, out of the watcher's sight while it looks, never acts on).
     if woken_by != WakeReason::Deadline && !pending.line.is_first() {
         let aborted = pending.signal.as_ref().map(JsRef::get);
         if matches!(is_aborted(env, aborted), Ok(true)) {
             finish(env, pending, Err(aborted_while_waiting()));
         } else {
-            park_behind(pending, id);
+            let wait = pending.request.poll.min(waiting::HEAD_PATIENCE);
+            park_behind(pending, id, wait);
         }
         return;
     }

@@ -145,6 +145,9 @@ struct State {
     exited_pids: Vec<i32>,
     /// The latest look at each lock path (directory, name) by a waiter judging alike.
     looks: HashMap<(PathBuf, OsString, u64), Instant>,
+    /// Per lock path, the waiter (its order) woken for an event, and when: until it waits
+    /// again or leaves the line, the event is its to act on (see [`HEAD_PATIENCE`]).
+    woken_heads: HashMap<(PathBuf, OsString), (u64, Instant)>,
     thread_started: bool,
 }
 
@@ -196,6 +199,11 @@ pub const UNREADABLE_RELOOK: Duration = Duration::from_millis(25);
 /// contention figures it is compared with) and then looks once; its holder's death still
 /// wakes it at once.
 pub const LOST_RACE_PAUSE: Duration = Duration::from_millis(5);
+
+/// How long the first waiter in line may take to act on the event it was woken for before
+/// the next waiter of its process looks instead: its thread may be blocked (a worker busy
+/// in synchronous code), and the lock may be free meanwhile.
+pub const HEAD_PATIENCE: Duration = Duration::from_millis(50);
 
 /// The pause of a waiter's next wait if an event woke it and it found the lock held by
 /// another claim than the one it waited on: it lost the race to that claim. A refresh of
@@ -337,6 +345,15 @@ pub fn register(spec: WaitSpec, callback: WakeCallback) -> WaitId {
     let mut st = svc.lock();
     st.next_id += 1;
     let id = WaitId(st.next_id);
+    // A woken waiter waiting again has acted on its event.
+    let key = (dir.clone(), name.clone());
+    if st
+        .woken_heads
+        .get(&key)
+        .is_some_and(|(order, _)| *order == spec.order)
+    {
+        st.woken_heads.remove(&key);
+    }
     if spec.pause.is_none() {
         svc.watch_dir(&mut st, &dir);
     }
@@ -411,6 +428,8 @@ pub fn nudge(lock_path: &Path) {
         return;
     };
     svc.unwatch_dir(&mut st, &w.dir);
+    st.woken_heads
+        .insert((w.dir.clone(), w.name.clone()), (w.order, Instant::now()));
     drop(st);
     (w.callback)(WakeReason::Changed);
 }
@@ -460,6 +479,60 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Notes a waiter woken for an event (not its deadline): the event is its to act on.
+    /// The earliest woken of a path counts.
+    fn note_woken(&mut self, w: &Waiter, reason: WakeReason, now: Instant) {
+        if reason == WakeReason::Deadline {
+            return;
+        }
+        self.woken_heads
+            .entry((w.dir.clone(), w.name.clone()))
+            .and_modify(|(order, at)| {
+                if w.order < *order || *at < now {
+                    (*order, *at) = (w.order, now);
+                }
+            })
+            .or_insert((w.order, now));
+    }
+
+    /// A waiter woken for an event that, [`HEAD_PATIENCE`] later, has neither waited again
+    /// nor left the line has not acted on it (its thread is blocked): the earliest waiter
+    /// of its path still waiting is woken to look in its place (as at a deadline, so that
+    /// it looks although not first in line).
+    fn pass_on_stuck_turns(&mut self, fired: &mut Vec<(WaitId, WakeReason)>, now: Instant) {
+        if self.woken_heads.is_empty() {
+            return;
+        }
+        let State {
+            waiters,
+            woken_heads,
+            ..
+        } = self;
+        let line = line();
+        woken_heads.retain(|(dir, name), (order, at)| {
+            if now < *at + HEAD_PATIENCE {
+                return true;
+            }
+            let lock_path = dir.join(name);
+            let still_in_line = line
+                .iter()
+                .any(|(p, o)| o == order && p.as_os_str() == lock_path.as_os_str());
+            if still_in_line {
+                let next = waiters
+                    .iter()
+                    .filter(|(id, w)| {
+                        w.dir == *dir && w.name == *name && !fired.iter().any(|(f, _)| f == *id)
+                    })
+                    .min_by_key(|(id, w)| (w.order, **id))
+                    .map(|(id, _)| *id);
+                if let Some(id) = next {
+                    fired.push((id, WakeReason::Deadline));
+                }
+            }
+            false
+        });
     }
 
     /// Forgets the looks at lock paths nobody waits for any more.
@@ -695,13 +768,23 @@ impl Service {
                     .values()
                     .any(|d| d.watch.is_none() || d.suspect_until.is_some())
                     .then(|| Instant::now() + REWATCH_EVERY);
-                let timeout = next.into_iter().chain(rewatch).min().map_or(-1, |at| {
-                    let ms = at
-                        .saturating_duration_since(Instant::now())
-                        .as_micros()
-                        .div_ceil(1000);
-                    ms.min(i32::MAX as u128) as i32
-                });
+                let heads = st
+                    .woken_heads
+                    .values()
+                    .map(|(_, at)| *at + HEAD_PATIENCE)
+                    .min();
+                let timeout = next
+                    .into_iter()
+                    .chain(rewatch)
+                    .chain(heads)
+                    .min()
+                    .map_or(-1, |at| {
+                        let ms = at
+                            .saturating_duration_since(Instant::now())
+                            .as_micros()
+                            .div_ceil(1000);
+                        ms.min(i32::MAX as u128) as i32
+                    });
                 (fds, pids, timeout)
             };
             // SAFETY: fds is a valid array of pollfd for its length.
@@ -815,6 +898,7 @@ impl Service {
                     fired.push((id, reason));
                 }
             }
+            st.pass_on_stuck_turns(&mut fired, now);
             st.pass_on_looks(&mut fired, expired, now);
             // A waiter whose pause ended behind a paused one listens again, and waits its turn.
             for id in pauses_over {
@@ -839,6 +923,7 @@ impl Service {
                     if w.listening() {
                         self.unwatch_dir(&mut st, &w.dir);
                     }
+                    st.note_woken(&w, reason, now);
                     callbacks.push((w.callback, reason));
                 }
             }
@@ -1361,6 +1446,73 @@ mod tests {
             let at = woken(&y, WakeReason::Changed);
             assert!(at.duration_since(removed) < Duration::from_secs(2));
         }
+    }
+}
+
+#[cfg(test)]
+mod stuck_turn_tests {
+    use super::*;
+    use crate::test_support::TempDir;
+    use std::sync::mpsc;
+
+    fn wait_for(lock: &Path, order: u64) -> Woken {
+        let (tx, rx) = mpsc::channel();
+        register(
+            WaitSpec {
+                lock_path: lock.to_path_buf(),
+                holder: None,
+                deadline: Instant::now() + Duration::from_secs(30),
+                order,
+                pause: None,
+                judging: None,
+            },
+            Box::new(move |r| {
+                let _ = tx.send((r, Instant::now()));
+            }),
+        );
+        rx
+    }
+
+    type Woken = mpsc::Receiver<(WakeReason, Instant)>;
+
+    /// Two waiters in line for a lock; the lockfile is deleted, which wakes the first.
+    fn two_in_line(name: &str) -> (TempDir, PathBuf, [LinePlace; 2], [Woken; 2]) {
+        let dir = TempDir::new(name);
+        let lock = dir.path().join("h.lock");
+        std::fs::write(&lock, b"{}").unwrap();
+        let places = [LinePlace::join(&lock, 1), LinePlace::join(&lock, 2)];
+        let rx = [wait_for(&lock, 1), wait_for(&lock, 2)];
+        std::fs::remove_file(&lock).unwrap();
+        (dir, lock, places, rx)
+    }
+
+    fn woken(rx: &Woken) -> (WakeReason, Instant) {
+        rx.recv_timeout(Duration::from_secs(5)).unwrap()
+    }
+
+    #[test]
+    fn a_woken_waiter_that_does_not_act_lets_the_next_in_line_look() {
+        let (_dir, _lock, _places, [first, second]) = two_in_line("wait-stuck-head");
+        let (reason, at) = woken(&first);
+        assert_eq!(reason, WakeReason::Changed);
+        // Its thread is blocked: it neither waits again nor leaves the line.
+        let (reason, next_at) = woken(&second);
+        assert_eq!(reason, WakeReason::Deadline, "looks although not first");
+        assert!(next_at >= at + HEAD_PATIENCE);
+    }
+
+    #[test]
+    fn a_woken_waiter_that_leaves_the_line_or_waits_again_keeps_its_turn() {
+        let (_dir, _lock, [mut first_place, _second_place], [first, second]) =
+            two_in_line("wait-head-acts");
+        woken(&first);
+        first_place.leave(); // it took the lock
+        assert!(second.recv_timeout(HEAD_PATIENCE * 4).is_err());
+
+        let (_dir, lock, _places, [first, second]) = two_in_line("wait-head-waits");
+        woken(&first);
+        let _again = wait_for(&lock, 1); // it found the lock taken again
+        assert!(second.recv_timeout(HEAD_PATIENCE * 4).is_err());
     }
 }
 
