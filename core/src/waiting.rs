@@ -1028,6 +1028,56 @@ mod tests {
         at
     }
 
+    /// A waiter of `lock` in line with arrival `order`, with a far deadline.
+    fn in_line(lock: &Path, order: u64) -> mpsc::Receiver<(WakeReason, Instant)> {
+        wait_for(WaitSpec {
+            lock_path: lock.to_path_buf(),
+            holder: None,
+            deadline: Instant::now() + Duration::from_secs(30),
+            order,
+            pause: None,
+            judging: None,
+        })
+    }
+
+    type Line = ([LinePlace; 2], [mpsc::Receiver<(WakeReason, Instant)>; 2]);
+
+    /// Two waiters in line for `lock`; the lockfile is deleted, which wakes the first.
+    fn two_in_line(lock: &Path) -> Line {
+        std::fs::write(lock, b"{}").unwrap();
+        let places = [LinePlace::join(lock, 1), LinePlace::join(lock, 2)];
+        let rx = [in_line(lock, 1), in_line(lock, 2)];
+        std::fs::remove_file(lock).unwrap();
+        (places, rx)
+    }
+
+    #[test]
+    fn a_woken_waiter_that_does_not_act_lets_the_next_in_line_look() {
+        let dir = TempDir::new("wait-stuck-head");
+        let (_places, [first, second]) = two_in_line(&dir.path().join("h.lock"));
+        let at = woken(&first, WakeReason::Changed);
+        // Its thread is blocked: it neither waits again nor leaves the line. The next looks
+        // (as at a deadline, although not first).
+        let next_at = woken(&second, WakeReason::Deadline);
+        assert!(next_at >= at + HEAD_PATIENCE);
+    }
+
+    #[test]
+    fn a_woken_waiter_that_leaves_the_line_or_waits_again_keeps_its_turn() {
+        let dir = TempDir::new("wait-head-acts");
+        let ([mut first_place, _second_place], [first, second]) =
+            two_in_line(&dir.path().join("a.lock"));
+        woken(&first, WakeReason::Changed);
+        first_place.leave(); // it took the lock
+        assert!(second.recv_timeout(HEAD_PATIENCE * 4).is_err());
+
+        let lock = dir.path().join("b.lock");
+        let (_places, [first, second]) = two_in_line(&lock);
+        woken(&first, WakeReason::Changed);
+        let _again = in_line(&lock, 1); // it found the lock taken again
+        assert!(second.recv_timeout(HEAD_PATIENCE * 4).is_err());
+    }
+
     #[test]
     fn a_change_of_the_lockfile_wakes_at_once() {
         let dir = TempDir::new("wait-change");
@@ -1446,73 +1496,6 @@ mod tests {
             let at = woken(&y, WakeReason::Changed);
             assert!(at.duration_since(removed) < Duration::from_secs(2));
         }
-    }
-}
-
-#[cfg(test)]
-mod stuck_turn_tests {
-    use super::*;
-    use crate::test_support::TempDir;
-    use std::sync::mpsc;
-
-    fn wait_for(lock: &Path, order: u64) -> Woken {
-        let (tx, rx) = mpsc::channel();
-        register(
-            WaitSpec {
-                lock_path: lock.to_path_buf(),
-                holder: None,
-                deadline: Instant::now() + Duration::from_secs(30),
-                order,
-                pause: None,
-                judging: None,
-            },
-            Box::new(move |r| {
-                let _ = tx.send((r, Instant::now()));
-            }),
-        );
-        rx
-    }
-
-    type Woken = mpsc::Receiver<(WakeReason, Instant)>;
-
-    /// Two waiters in line for a lock; the lockfile is deleted, which wakes the first.
-    fn two_in_line(name: &str) -> (TempDir, PathBuf, [LinePlace; 2], [Woken; 2]) {
-        let dir = TempDir::new(name);
-        let lock = dir.path().join("h.lock");
-        std::fs::write(&lock, b"{}").unwrap();
-        let places = [LinePlace::join(&lock, 1), LinePlace::join(&lock, 2)];
-        let rx = [wait_for(&lock, 1), wait_for(&lock, 2)];
-        std::fs::remove_file(&lock).unwrap();
-        (dir, lock, places, rx)
-    }
-
-    fn woken(rx: &Woken) -> (WakeReason, Instant) {
-        rx.recv_timeout(Duration::from_secs(5)).unwrap()
-    }
-
-    #[test]
-    fn a_woken_waiter_that_does_not_act_lets_the_next_in_line_look() {
-        let (_dir, _lock, _places, [first, second]) = two_in_line("wait-stuck-head");
-        let (reason, at) = woken(&first);
-        assert_eq!(reason, WakeReason::Changed);
-        // Its thread is blocked: it neither waits again nor leaves the line.
-        let (reason, next_at) = woken(&second);
-        assert_eq!(reason, WakeReason::Deadline, "looks although not first");
-        assert!(next_at >= at + HEAD_PATIENCE);
-    }
-
-    #[test]
-    fn a_woken_waiter_that_leaves_the_line_or_waits_again_keeps_its_turn() {
-        let (_dir, _lock, [mut first_place, _second_place], [first, second]) =
-            two_in_line("wait-head-acts");
-        woken(&first);
-        first_place.leave(); // it took the lock
-        assert!(second.recv_timeout(HEAD_PATIENCE * 4).is_err());
-
-        let (_dir, lock, _places, [first, second]) = two_in_line("wait-head-waits");
-        woken(&first);
-        let _again = wait_for(&lock, 1); // it found the lock taken again
-        assert!(second.recv_timeout(HEAD_PATIENCE * 4).is_err());
     }
 }
 
