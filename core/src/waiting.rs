@@ -345,15 +345,7 @@ pub fn register(spec: WaitSpec, callback: WakeCallback) -> WaitId {
     let mut st = svc.lock();
     st.next_id += 1;
     let id = WaitId(st.next_id);
-    // A woken waiter waiting again has acted on its event.
-    let key = (dir.clone(), name.clone());
-    if st
-        .woken_heads
-        .get(&key)
-        .is_some_and(|(order, _)| *order == spec.order)
-    {
-        st.woken_heads.remove(&key);
-    }
+    st.note_waiting_again(&dir, &name, spec.order);
     if spec.pause.is_none() {
         svc.watch_dir(&mut st, &dir);
     }
@@ -428,8 +420,7 @@ pub fn nudge(lock_path: &Path) {
         return;
     };
     svc.unwatch_dir(&mut st, &w.dir);
-    st.woken_heads
-        .insert((w.dir.clone(), w.name.clone()), (w.order, Instant::now()));
+    st.note_woken(&w, WakeReason::Changed, Instant::now());
     drop(st);
     (w.callback)(WakeReason::Changed);
 }
@@ -482,19 +473,26 @@ impl State {
     }
 
     /// Notes a waiter woken for an event (not its deadline): the event is its to act on.
-    /// The earliest woken of a path counts.
+    /// Waiters are woken oldest first, so of one turn (`now`) the first noted counts.
     fn note_woken(&mut self, w: &Waiter, reason: WakeReason, now: Instant) {
         if reason == WakeReason::Deadline {
             return;
         }
-        self.woken_heads
-            .entry((w.dir.clone(), w.name.clone()))
-            .and_modify(|(order, at)| {
-                if w.order < *order || *at < now {
-                    (*order, *at) = (w.order, now);
-                }
-            })
-            .or_insert((w.order, now));
+        let key = (w.dir.clone(), w.name.clone());
+        if self.woken_heads.get(&key).is_none_or(|(_, at)| *at < now) {
+            self.woken_heads.insert(key, (w.order, now));
+        }
+    }
+
+    /// A waiter woken for an event waits again: it has acted on its event.
+    fn note_waiting_again(&mut self, dir: &Path, name: &OsString, order: u64) {
+        if self.woken_heads.is_empty() {
+            return;
+        }
+        let key = (dir.to_path_buf(), name.clone());
+        if self.woken_heads.get(&key).is_some_and(|(o, _)| *o == order) {
+            self.woken_heads.remove(&key);
+        }
     }
 
     /// A waiter woken for an event that, [`HEAD_PATIENCE`] later, has neither waited again
