@@ -31,11 +31,24 @@ function reader(kid) {
         else throw new Error(`unexpected line: ${line}`)
       }
     },
+    /** Takes in the `lost …` reports printed so far (nothing else is expected meanwhile). */
+    async drain() {
+      for (;;) {
+        let line
+        try {
+          line = await kid.nextLine(5)
+        } catch {
+          return
+        }
+        if (!line.startsWith('lost ')) throw new Error(`unexpected line: ${line}`)
+        lost.push(line)
+      }
+    },
   }
 }
 
 describe('a stale lock taken over by original and native processes at once', () => {
-  it('2 original + 2 native processes x 60 rounds: never two holders without the native told', { timeout: 90_000 }, async () => {
+  it('2 original + 2 native processes x 60 rounds: no native believes it holds unless it does, or is told at once', { timeout: 90_000 }, async () => {
     const cwd = workspace('mixed-takeover')
     const lockPath = lock.workspaceLockPath(cwd)
     const legacy = [0, 1].map(() => startChild('mixed-stampede-legacy.mjs', [lockPath], { timeoutMs: 85_000 }))
@@ -43,7 +56,7 @@ describe('a stale lock taken over by original and native processes at once', () 
     const kids = [...legacy, ...native]
     for (const k of kids) assert.equal(await k.nextLine(15_000), 'READY')
     const readers = kids.map(reader)
-    const stats = { rounds: 0, nativeWins: 0, legacyWins: 0, originalPairs: 0, doubleClaims: 0, told: 0, silent: [] }
+    const stats = { rounds: 0, nativeWins: 0, legacyWins: 0, originalPairs: 0, doubleClaims: 0, told: 0, originalDisplaced: 0, silent: [] }
     for (let round = 1; round <= 60; round++) {
       const heartbeat = Date.now() - 120_000
       fs.writeFileSync(lockPath, JSON.stringify({ pid: deadPid(), startTime: 1000, heartbeat, goalId: `stale-${round}`, acquiredAt: new Date(heartbeat).toISOString() }))
@@ -56,6 +69,7 @@ describe('a stale lock taken over by original and native processes at once', () 
       assert.ok(winners.length >= 1, `nobody took the stale lock, ${ctx}`)
       // Give a native that lost its claim time to be told (it checks every 50 ms at first).
       await sleep(150)
+      await Promise.all(readers.map((r) => r.drain()))
       const before = native.map((_, j) => readers[2 + j].lost.length)
       const record = JSON.parse(fs.readFileSync(lockPath, 'utf8'))
       if (winners.length > 1 && winners.every((w) => w < 2)) {
@@ -67,7 +81,11 @@ describe('a stale lock taken over by original and native processes at once', () 
         for (const w of winners) {
           if (record.goalId === `r${round}-k${w}`) continue
           if (w >= 2 && readers[w].lost.some((l) => l.startsWith(`lost ${round} `))) stats.told++
-          else stats.silent.push(`${ctx}; holder in the file: ${record.goalId}; k${w} believes it holds`)
+          // An original whose claim was unlinked by the other original (its blind unlink of
+          // whatever is at the path) while a native claimed the emptied path: the original
+          // cannot be told, and the native saw a free path. Counted, not ours to prevent.
+          else if (w < 2) stats.originalDisplaced++
+          else stats.silent.push(`${ctx}; holder in the file: ${record.goalId}; native k${w} believes it holds`)
         }
       }
       for (const w of winners) (w < 2 ? stats.legacyWins++ : stats.nativeWins++)
