@@ -12,10 +12,9 @@
 use crate::error::LockError;
 use crate::paths::open_without_symlinks;
 use crate::record::FileId;
+use crate::sys::{self, LockKind};
 use sha2::{Digest, Sha256};
-use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -80,16 +79,12 @@ impl OwnerFile {
     /// Opens (creating) the owner file of `dir`. `None` when this file system or platform
     /// offers no OFD locks; callers then fall back to pid and heartbeat judgements.
     pub fn open(dir: &Path, create: bool) -> Result<Option<OwnerFile>, LockError> {
-        if !cfg!(target_os = "linux") {
+        if !sys::KERNEL_BYTE_LOCKS {
             return Ok(None);
         }
         let path = dir.join(OWNER_FILE_NAME);
-        let mut options = OpenOptions::new();
-        options
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .mode(0o644);
+        let mut options = sys::unix::nofollow_options(0);
+        options.read(true).write(true);
         if create {
             options.create(true);
         }
@@ -128,7 +123,7 @@ impl OwnerFile {
     /// Blocks until the per-name mutex is ours. Held for microseconds by other processes;
     /// the kernel frees it if one of them dies inside.
     pub fn lock_mutex(&self, offset: u64) -> Result<(), LockError> {
-        self.set_lock(libc::F_WRLCK, offset, true).map(|_| ())
+        self.set_lock(LockKind::Write, offset, true).map(|_| ())
     }
 
     /// Tries for the per-name mutex for up to `patience`; `false` if it stayed held. For
@@ -138,7 +133,7 @@ impl OwnerFile {
         let start = Instant::now();
         let mut pause = Duration::from_micros(20);
         loop {
-            if self.set_lock(libc::F_WRLCK, offset, false)? {
+            if self.set_lock(LockKind::Write, offset, false)? {
                 return Ok(true);
             }
             let waited = start.elapsed();
@@ -157,53 +152,30 @@ impl OwnerFile {
 
     pub fn unlock_mutex(&self, offset: u64) {
         // Unlocking a range we hold cannot fail on a valid fd; closing drops it regardless.
-        let _ = self.set_lock(libc::F_UNLCK, offset, false);
+        let _ = self.set_lock(LockKind::Unlock, offset, false);
     }
 
     /// Takes a holder byte without waiting; `false` if someone holds it.
     pub fn try_hold(&self, slot: HolderSlot) -> Result<bool, LockError> {
-        self.set_lock(libc::F_WRLCK, slot.0, false)
+        self.set_lock(LockKind::Write, slot.0, false)
     }
 
     pub fn unhold(&self, slot: HolderSlot) {
-        let _ = self.set_lock(libc::F_UNLCK, slot.0, false);
+        let _ = self.set_lock(LockKind::Unlock, slot.0, false);
     }
 
     /// Whether anyone (another open file description) holds this byte.
     pub fn probe(&self, offset: u64) -> Result<SlotState, LockError> {
-        let mut fl = flock_for(libc::F_WRLCK, offset);
-        // SAFETY: fl is a valid flock struct for the duration of the call.
-        let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), F_OFD_GETLK, &mut fl) };
-        if rc != 0 {
-            return Err(LockError::io(
-                &std::io::Error::last_os_error(),
-                "fcntl",
-                &self.path,
-            ));
+        match sys::probe_byte_lock(&self.file, offset) {
+            Ok(true) => Ok(SlotState::Held),
+            Ok(false) => Ok(SlotState::Free),
+            Err(e) => Err(LockError::io(&e, "fcntl", &self.path)),
         }
-        Ok(if i32::from(fl.l_type) == libc::F_UNLCK {
-            SlotState::Free
-        } else {
-            SlotState::Held
-        })
     }
 
-    fn set_lock(&self, kind: i32, offset: u64, wait: bool) -> Result<bool, LockError> {
-        let cmd = if wait { F_OFD_SETLKW } else { F_OFD_SETLK };
-        loop {
-            let fl = flock_for(kind, offset);
-            // SAFETY: fl is a valid flock struct for the duration of the call.
-            let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), cmd, &fl) };
-            if rc == 0 {
-                return Ok(true);
-            }
-            let err = std::io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
-                _ => return Err(LockError::io(&err, "fcntl", &self.path)),
-            }
-        }
+    fn set_lock(&self, kind: LockKind, offset: u64, wait: bool) -> Result<bool, LockError> {
+        sys::set_byte_lock(&self.file, kind, offset, wait)
+            .map_err(|e| LockError::io(&e, "fcntl", &self.path))
     }
 }
 
@@ -214,10 +186,10 @@ impl OwnerFile {
 /// byte there says nothing) or cannot be opened while the record names one. Without a named
 /// file a missing one means the holder is gone (`true`).
 pub fn wait_until_free(owner_file: &Path, offset: u64, expected: Option<FileId>) -> bool {
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(owner_file);
+    if !sys::KERNEL_BYTE_LOCKS {
+        return false;
+    }
+    let opened = sys::unix::nofollow_options(0).read(true).open(owner_file);
     let Ok(file) = opened else {
         return expected.is_none();
     };
@@ -226,15 +198,9 @@ pub fn wait_until_free(owner_file: &Path, offset: u64, expected: Option<FileId>)
             return false;
         }
     }
-    let fl = flock_for(libc::F_RDLCK, offset);
     // Returning closes the file, which drops the read lock at once.
-    loop {
-        // SAFETY: valid fd and flock struct for the duration of the call.
-        let rc = unsafe { libc::fcntl(file.as_raw_fd(), F_OFD_SETLKW, &fl) };
-        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return true;
-        }
-    }
+    sys::wait_byte_free(&file, offset);
+    true
 }
 
 /// Owner files kept open for judging records, so that a busy check of a held lock costs no
@@ -282,30 +248,6 @@ pub fn forget_judging_files() {
     judging_files().clear();
 }
 
-#[cfg(target_os = "linux")]
-const F_OFD_GETLK: libc::c_int = libc::F_OFD_GETLK;
-#[cfg(target_os = "linux")]
-const F_OFD_SETLK: libc::c_int = libc::F_OFD_SETLK;
-#[cfg(target_os = "linux")]
-const F_OFD_SETLKW: libc::c_int = libc::F_OFD_SETLKW;
-// Never used elsewhere: OwnerFile::open returns None off Linux.
-#[cfg(not(target_os = "linux"))]
-const F_OFD_GETLK: libc::c_int = libc::F_GETLK;
-#[cfg(not(target_os = "linux"))]
-const F_OFD_SETLK: libc::c_int = libc::F_SETLK;
-#[cfg(not(target_os = "linux"))]
-const F_OFD_SETLKW: libc::c_int = libc::F_SETLKW;
-
-fn flock_for(kind: i32, offset: u64) -> libc::flock {
-    // SAFETY: flock is plain old data; all-zero is a valid value (pid 0 is required by OFD).
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = offset as libc::off_t;
-    fl.l_len = 1;
-    fl
-}
-
 /// The splitmix64 finaliser: distinct inputs give well-spread, distinct-looking outputs.
 fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -326,19 +268,8 @@ pub fn unique_u64() -> u64 {
 /// A random u64 from the kernel (falling back to time and pid mixing if that fails).
 pub fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: buf is valid for 8 bytes.
-        let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n == 8 {
-            return u64::from_ne_bytes(buf);
-        }
-    }
-    if let Ok(mut f) = File::open("/dev/urandom") {
-        use std::io::Read;
-        if f.read_exact(&mut buf).is_ok() {
-            return u64::from_ne_bytes(buf);
-        }
+    if sys::random_bytes(&mut buf) {
+        return u64::from_ne_bytes(buf);
     }
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

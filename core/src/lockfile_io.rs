@@ -8,13 +8,14 @@ use crate::error::LockError;
 use crate::kernel_lock::unique_u64;
 use crate::paths::{open_without_symlinks, PathContext, UsualLockPath};
 use crate::record::ParsedRecord;
+use crate::sys;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -149,9 +150,8 @@ impl Observed {
 
 /// Reads what is at `path` without following a symlink or blocking on a FIFO.
 pub fn observe(path: &Path) -> Result<Observed, LockError> {
-    let opened = OpenOptions::new()
+    let opened = sys::unix::nofollow_options(sys::unix::O_NONBLOCK)
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path);
     let file = match opened {
         Ok(f) => f,
@@ -261,12 +261,10 @@ const FIRST_READ: usize = 4 * 1024;
 /// never reusing an existing name).
 fn create_sibling(target: &LockTarget, suffix: &str) -> Result<(File, PathBuf), LockError> {
     let path = target.sibling(suffix);
-    let file = OpenOptions::new()
+    let file = sys::unix::nofollow_options(0)
         .read(true)
         .write(true)
         .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .mode(0o644)
         .open(&path)
         .map_err(|e| LockError::io(&e, "open", &path))?;
     Ok((file, path))

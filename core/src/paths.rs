@@ -11,15 +11,16 @@
 //! it), names in it are looked up through that handle, and what the walk saw of markers is
 //! reused for `.crew` and `.pi`. None of it outlives the call.
 
-use std::ffi::{CStr, CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use crate::error::LockError;
+use crate::sys;
 
 /// Names whose presence (following symlinks) makes a folder a project root, in pi-crew's order.
 const MARKERS: [&str; 15] = [
@@ -242,15 +243,6 @@ fn realpath(path: &Path) -> std::io::Result<(PathBuf, Option<OwnedFd>)> {
     }
 }
 
-/// The kernel's `struct open_how` (linux/openat2.h, version 0).
-#[cfg(target_os = "linux")]
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 /// An O_PATH handle on `path` when it is absolute, normalised, exists and has no symlink
 /// in any component: then it is its own realpath, found in one openat2 (plus a close)
 /// instead of one readlink per component.
@@ -266,59 +258,24 @@ fn open_if_symlink_free(path: &Path) -> Option<OwnedFd> {
 
 /// `open_if_symlink_free` at any depth.
 fn open_symlink_free(path: &Path) -> Option<OwnedFd> {
-    open_without_symlinks(path, libc::O_PATH, 0).ok()
+    open_without_symlinks(path, sys::O_PATH, 0).ok()
 }
 
 /// Opens an absolute, normalised `path` with `flags` (plus O_CLOEXEC; `mode` if it creates)
 /// only if no component of it, the last included, is a symlink: ELOOP if one is, ENOENT if
 /// one is missing... EINVAL for a path that is not normalised (it would differ from its
-/// realpath).
-#[cfg(target_os = "linux")]
+/// realpath). Unsupported where the platform cannot refuse every symlink in one open:
+/// callers then take their full way.
 pub fn open_without_symlinks(
     path: &Path,
     flags: libc::c_int,
     mode: u32,
 ) -> std::io::Result<OwnedFd> {
-    use std::io::{Error, ErrorKind};
-    use std::os::fd::FromRawFd;
-    let raw = path.as_os_str().as_bytes();
     // `.`, `..` or `//` would make the path differ from its realpath.
-    if !is_normal_rooted(raw) {
-        return Err(Error::from(ErrorKind::InvalidInput));
+    if !is_normal_rooted(path.as_os_str().as_bytes()) {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
     }
-    let c_path = CString::new(raw).map_err(|_| Error::from(ErrorKind::InvalidInput))?;
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: u64::from(mode),
-        resolve: libc::RESOLVE_NO_SYMLINKS,
-    };
-    // SAFETY: a NUL-terminated path and an open_how whose size is passed with it, both
-    // alive for the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if ret < 0 {
-        return Err(Error::last_os_error());
-    }
-    let fd = libc::c_int::try_from(ret).map_err(|_| Error::from(ErrorKind::InvalidData))?;
-    // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Without openat2 no path is proven symlink-free: callers take their full way.
-#[cfg(not(target_os = "linux"))]
-pub fn open_without_symlinks(
-    _path: &Path,
-    _flags: libc::c_int,
-    _mode: u32,
-) -> std::io::Result<OwnedFd> {
-    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    sys::open_without_symlinks(path, flags, mode)
 }
 
 /// A folder to look names up in: its path, and a handle on it when the walk has one.
@@ -338,17 +295,8 @@ fn dir_at<'a>(path: &'a Path, start: &Path, start_fd: Option<&'a OwnedFd>) -> Di
 /// stat (`follow`) or lstat of `dir/name`, answering whether it is a symlink. Through the
 /// handle when there is one: the same answer, with a shorter lookup in the kernel.
 fn stat_in(dir: Dir, name: &str, follow: bool) -> std::io::Result<bool> {
-    if let (Some(fd), Ok(c_name)) = (dir.fd, CString::new(name)) {
-        let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
-        // SAFETY: stat is plain old data; all-zero is a valid value.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: a live descriptor, a NUL-terminated name and a stat buffer owned here.
-        let rc = unsafe { libc::fstatat(fd.as_raw_fd(), c_name.as_ptr(), &mut st, flags) };
-        return if rc == 0 {
-            Ok(st.st_mode & libc::S_IFMT == libc::S_IFLNK)
-        } else {
-            Err(std::io::Error::last_os_error())
-        };
+    if let Some(fd) = dir.fd.filter(|_| !name.contains('\0')) {
+        return sys::unix::is_symlink_at(fd, name, follow);
     }
     let path = node_join(dir.path, name);
     let meta = if follow {
@@ -603,7 +551,7 @@ fn lossy(s: &OsStr) -> String {
 fn node_homedir(getenv: impl Fn(&str) -> Option<OsString>) -> Result<String, LockError> {
     match getenv("HOME") {
         Some(home) => Ok(lossy(&home)),
-        None => passwd_home()
+        None => sys::unix::passwd_home()
             .map(|dir| lossy(&dir))
             .map_err(|errno| LockError::errno(errno, "uv_os_homedir", Path::new(""))),
     }
@@ -634,51 +582,7 @@ fn node_tmpdir(getenv: impl Fn(&str) -> Option<OsString>, secure: bool) -> Strin
 /// that changes its uid at run time could tell the difference.
 fn secure_exec() -> bool {
     static SECURE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SECURE.get_or_init(read_secure_exec)
-}
-
-fn read_secure_exec() -> bool {
-    // SAFETY: these calls take no arguments, touch no memory and cannot fail.
-    let elevated =
-        unsafe { libc::getuid() != libc::geteuid() || libc::getgid() != libc::getegid() };
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: getauxval only reads the auxiliary vector; 0 means "absent".
-        elevated || unsafe { libc::getauxval(libc::AT_SECURE) } != 0
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        elevated
-    }
-}
-
-/// The home directory of the effective uid from the passwd database (libuv's
-/// uv_os_get_passwd), as an errno on failure (ENOENT when there is no entry).
-fn passwd_home() -> Result<OsString, i32> {
-    // SAFETY: no arguments, cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    let mut size: usize = 4096;
-    loop {
-        let mut buf: Vec<libc::c_char> = vec![0; size];
-        // SAFETY: passwd is plain old data; all-zero is a valid (empty) value.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer refers to live, correctly sized storage owned by this frame.
-        let rc =
-            unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-        match rc {
-            0 if result.is_null() || pwd.pw_dir.is_null() => return Err(libc::ENOENT),
-            0 => {
-                // SAFETY: on success pw_dir points to a NUL-terminated string inside `buf`.
-                let dir = unsafe { CStr::from_ptr(pwd.pw_dir) };
-                return Ok(OsStr::from_bytes(dir.to_bytes()).to_os_string());
-            }
-            libc::EINTR => {}
-            // The entry did not fit: grow, within reason, like libuv does.
-            libc::ERANGE if size < (1 << 20) => size *= 2,
-            err => return Err(err),
-        }
-    }
+    *SECURE.get_or_init(sys::secure_exec)
 }
 
 /// util.inspect of a string, as Node's ERR_INVALID_ARG_VALUE prints it: the first quote kind
@@ -1196,28 +1100,8 @@ mod tests {
 
     /// Whether this kernel (and any seccomp filter) lets openat2 through; without it every
     /// realpath takes libc's way, which the equivalence tests cover anyway.
-    #[cfg(target_os = "linux")]
     fn openat2_works() -> bool {
-        let how = OpenHow {
-            flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-            mode: 0,
-            resolve: 0,
-        };
-        // SAFETY: as in open_if_symlink_free.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                libc::AT_FDCWD,
-                c"/".as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: just opened here, closed once.
-            unsafe { libc::close(fd as libc::c_int) };
-        }
-        fd >= 0
+        crate::sys::open_without_symlinks(Path::new("/"), crate::sys::O_PATH, 0).is_ok()
     }
 
     #[test]
@@ -1255,7 +1139,6 @@ mod tests {
             assert_eq!(ours, libc, "realpath({case:?})");
         }
         // Only a clean, symlink-free path that exists takes the openat2 way (a file too).
-        #[cfg(target_os = "linux")]
         if openat2_works() {
             for case in &cases[..2] {
                 assert!(

@@ -12,14 +12,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::kernel_lock::OWNER_FILE_NAME;
 use crate::record::ParsedRecord;
+use crate::sys::{self, PidHandle};
 
 /// What woke a waiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +137,7 @@ struct State {
     next_id: u64,
     waiters: HashMap<WaitId, Waiter>,
     dirs: HashMap<PathBuf, DirWatch>,
-    pidfds: HashMap<i32, OwnedFd>,
+    pidfds: HashMap<i32, sys::PidFd>,
     /// Kernel bytes a helper thread is blocked on; removed (and fired) when it returns.
     byte_watchers: HashSet<(PathBuf, u64)>,
     fired_bytes: Vec<(PathBuf, u64)>,
@@ -153,36 +153,16 @@ struct State {
 
 struct Service {
     state: Mutex<State>,
-    inotify: Option<OwnedFd>,
-    wake_fd: Option<OwnedFd>,
+    notifier: sys::Notifier,
 }
 
 fn service() -> &'static Service {
     static SERVICE: OnceLock<Service> = OnceLock::new();
     SERVICE.get_or_init(|| Service {
         state: Mutex::new(State::default()),
-        inotify: new_fd(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) }),
-        wake_fd: new_fd(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) }),
+        notifier: sys::Notifier::open(),
     })
 }
-
-fn new_fd(raw: i32) -> Option<OwnedFd> {
-    // SAFETY: a non-negative return of inotify_init1/eventfd/pidfd_open is a new fd we own.
-    (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw) })
-}
-
-/// What may free a lock: its entry deleted or renamed away, or replaced by a rename (a
-/// refresh, a put-back). A new entry appearing (IN_CREATE) never frees one: the waiter
-/// learns of its new holder at its next attempt. Closing a file opened for writing
-/// (IN_CLOSE_WRITE) happens at every turn (the owner file is opened so) and frees nothing
-/// either. Leaving both out halves the wake-ups of every waiting process of a contended
-/// lock.
-const DIR_EVENTS: u32 = libc::IN_DELETE
-    | libc::IN_MOVED_FROM
-    | libc::IN_MOVED_TO
-    | libc::IN_DELETE_SELF
-    | libc::IN_MOVE_SELF
-    | libc::IN_ONLYDIR;
 
 /// How soon a waiter looks again at an unreadable lockfile that was only just written: the
 /// original module creates its lockfile empty and writes it afterwards, and writing raises
@@ -553,11 +533,7 @@ impl Service {
     }
 
     fn poke(&self) {
-        if let Some(fd) = &self.wake_fd {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
-            unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        }
+        self.notifier.poke();
     }
 
     fn watch_dir(&self, st: &mut State, dir: &Path) {
@@ -587,14 +563,7 @@ impl Service {
     }
 
     fn add_watch(&self, dir: &Path) -> Option<Watch> {
-        let inotify = self.inotify.as_ref()?;
-        let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-        // SAFETY: valid fd and NUL-terminated path.
-        let wd =
-            unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), c_dir.as_ptr(), DIR_EVENTS) };
-        if wd < 0 {
-            return None;
-        }
+        let wd = self.notifier.add_watch(dir)?;
         match dir_identity(dir) {
             Some(id) => Some(Watch { wd, dir: id }),
             None => {
@@ -605,11 +574,7 @@ impl Service {
     }
 
     fn rm_watch(&self, wd: i32) {
-        if let Some(inotify) = &self.inotify {
-            // SAFETY: removing a watch descriptor from our own inotify fd (a wd the kernel
-            // already dropped only makes it fail with EINVAL).
-            unsafe { libc::inotify_rm_watch(inotify.as_raw_fd(), wd) };
-        }
+        self.notifier.rm_watch(wd);
     }
 
     fn forget_watch(&self, w: &mut DirWatch) {
@@ -625,7 +590,7 @@ impl Service {
     fn drop_dead_watches(
         &self,
         st: &mut State,
-        whole: &[(i32, u32)],
+        whole: &[i32],
         suspect: &[i32],
         now: Instant,
     ) -> Vec<PathBuf> {
@@ -638,7 +603,7 @@ impl Service {
             if w.suspect_until.is_some_and(|until| until <= now) {
                 w.suspect_until = None;
             }
-            let gone = whole.iter().any(|(wd, _)| *wd == watch.wd)
+            let gone = whole.contains(&watch.wd)
                 || (w.suspect_until.is_some() && dir_identity(dir) != Some(watch.dir));
             if gone {
                 self.forget_watch(w);
@@ -689,18 +654,14 @@ impl Service {
                 if st.pidfds.contains_key(pid) {
                     return;
                 }
-                // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-                let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, *pid, 0) } as i32;
-                match new_fd(raw) {
-                    Some(fd) => {
+                match sys::Notifier::watch_pid(*pid) {
+                    PidHandle::Watching(fd) => {
                         st.pidfds.insert(*pid, fd);
                     }
                     // Already gone between the judgement and now: that is its exit.
-                    None if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) => {
-                        st.exited_pids.push(*pid);
-                    }
-                    // No pidfds here (old kernel): the pollMs fallback covers it.
-                    None => {}
+                    PidHandle::Gone => st.exited_pids.push(*pid),
+                    // No exit handles here (old kernel): the pollMs fallback covers it.
+                    PidHandle::Unsupported => {}
                 }
             }
             HolderWatch::KernelByte {
@@ -743,18 +704,8 @@ impl Service {
     fn run(&self) {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let (mut fds, pids, timeout) = {
+            let events = {
                 let st = self.lock();
-                let mut fds = Vec::with_capacity(2 + st.pidfds.len());
-                for fd in [&self.wake_fd, &self.inotify].into_iter().flatten() {
-                    fds.push(pollfd(fd.as_raw_fd()));
-                }
-                let pids: Vec<i32> = st.pidfds.keys().copied().collect();
-                fds.extend(
-                    pids.iter()
-                        .filter_map(|p| st.pidfds.get(p))
-                        .map(|fd| pollfd(fd.as_raw_fd())),
-                );
                 let next = st
                     .waiters
                     .values()
@@ -783,29 +734,25 @@ impl Service {
                             .div_ceil(1000);
                         ms.min(i32::MAX as u128) as i32
                     });
-                (fds, pids, timeout)
+                // Only this thread closes pid handles (below), so theirs stay valid while
+                // it waits without the state's lock.
+                let pids: Vec<(i32, std::os::fd::RawFd)> = st
+                    .pidfds
+                    .iter()
+                    .map(|(pid, fd)| (*pid, sys::raw_pid_fd(fd)))
+                    .collect();
+                drop(st);
+                self.notifier.wait(&pids, timeout, &mut buf)
             };
-            // SAFETY: fds is a valid array of pollfd for its length.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-            if n < 0 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
             let mut fired: Vec<(WaitId, WakeReason)> = Vec::new();
             let mut expired: Vec<WaitId> = Vec::new();
-            let mut changed_entries: Vec<(i32, OsString)> = Vec::new();
-            let mut whole: Vec<(i32, u32)> = Vec::new();
-            let base = usize::from(self.wake_fd.is_some()) + usize::from(self.inotify.is_some());
-            if let Some(fd) = &self.wake_fd {
-                drain(fd.as_raw_fd(), &mut buf);
-            }
-            if let Some(fd) = &self.inotify {
-                read_inotify(fd.as_raw_fd(), &mut buf, &mut changed_entries, &mut whole);
-            }
+            let changed_entries = events.entries;
+            let whole = events.whole;
             let mut st = self.lock();
             // Directories whose every entry may have changed unseen: those whose watch the
             // kernel dropped (deleted, moved away), those watched again after that, and all
             // of them when the event queue overflowed.
-            let overflowed = whole.iter().any(|(_, m)| m & libc::IN_Q_OVERFLOW != 0);
+            let overflowed = events.overflowed;
             // `.owners` deleted: the whole directory may have gone (`rm -rf`).
             let suspect: Vec<i32> = changed_entries
                 .iter()
@@ -817,12 +764,7 @@ impl Service {
                 .into_iter()
                 .collect();
             whole_dirs.extend(self.rewatch(&mut st));
-            let mut exited: Vec<i32> = pids
-                .iter()
-                .zip(fds.iter().skip(base))
-                .filter(|(_, p)| p.revents != 0)
-                .map(|(pid, _)| *pid)
-                .collect();
+            let mut exited: Vec<i32> = events.exited;
             exited.append(&mut st.exited_pids);
             for pid in &exited {
                 st.pidfds.remove(pid);
@@ -940,62 +882,6 @@ impl Service {
             for (callback, reason) in callbacks {
                 callback(reason);
             }
-        }
-    }
-}
-
-fn pollfd(fd: i32) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }
-}
-
-fn drain(fd: i32, buf: &mut [u8]) {
-    // SAFETY: reads into a valid buffer from our own non-blocking fd.
-    while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
-}
-
-/// Collects (wd, name) of every entry event, and (wd, mask) of the events about a whole
-/// directory: it went away, its watch was dropped, or the queue overflowed (wd -1).
-fn read_inotify(
-    fd: i32,
-    buf: &mut [u8],
-    entries: &mut Vec<(i32, OsString)>,
-    whole: &mut Vec<(i32, u32)>,
-) {
-    const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
-    loop {
-        // SAFETY: reads into a valid buffer from our own non-blocking fd.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            return;
-        }
-        let mut at = 0usize;
-        let n = n as usize;
-        while at + HEADER <= n {
-            // SAFETY: the kernel wrote a whole inotify_event at `at`; read it unaligned.
-            let ev: libc::inotify_event =
-                unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
-            let name_len = ev.len as usize;
-            let name_bytes = buf.get(at + HEADER..at + HEADER + name_len).unwrap_or(&[]);
-            let end = name_bytes
-                .iter()
-                .position(|&b| b == 0)
-                .unwrap_or(name_bytes.len());
-            if ev.mask
-                & (libc::IN_DELETE_SELF
-                    | libc::IN_MOVE_SELF
-                    | libc::IN_IGNORED
-                    | libc::IN_Q_OVERFLOW)
-                != 0
-            {
-                whole.push((ev.wd, ev.mask));
-            } else {
-                entries.push((ev.wd, OsString::from_vec(name_bytes[..end].to_vec())));
-            }
-            at += HEADER + name_len;
         }
     }
 }
