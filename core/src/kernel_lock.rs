@@ -283,6 +283,10 @@ mod tests {
     use crate::test_support::TempDir;
 
     #[test]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
     fn a_byte_is_watched_only_in_the_owner_file_the_holder_named() {
         let dir = TempDir::new("kernel-lock-watch");
         let path = dir.path().join(OWNER_FILE_NAME);
@@ -311,6 +315,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
     fn an_owner_file_kept_for_judging_serves_exactly_the_records_naming_it() {
         // The only test of the process-wide set of kept files.
         let dir = TempDir::new("kernel-lock-judging");
@@ -372,6 +380,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
     fn holder_bytes_conflict_between_two_opens_and_free_on_close() {
         let dir = TempDir::new("kernel-lock");
         let a = OwnerFile::open(dir.path(), true).unwrap().unwrap();
@@ -416,6 +428,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
     fn a_symlinked_owner_file_is_refused() {
         let dir = TempDir::new("kernel-lock-symlink");
         std::os::unix::fs::symlink("/etc/hostname", dir.path().join(OWNER_FILE_NAME)).unwrap();

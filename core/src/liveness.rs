@@ -297,6 +297,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
     fn enhanced_judge_trusts_the_kernel_lock_over_the_pid() {
         let dir = TempDir::new("liveness-kernel");
         let holder = OwnerFile::open(dir.path(), true).unwrap().unwrap();
@@ -334,6 +338,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
     fn enhanced_judge_counts_the_byte_only_in_the_owner_file_the_record_names() {
         let dir = TempDir::new("liveness-owner-file");
         let holder = OwnerFile::open(dir.path(), true).unwrap().unwrap();

@@ -936,6 +936,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(dir_watch), ignore = "needs directory-change events (inotify)")]
     fn a_woken_waiter_that_does_not_act_lets_the_next_in_line_look() {
         let dir = TempDir::new("wait-stuck-head");
         let (_places, [first, second]) = two_in_line(&dir.path().join("h.lock"));
@@ -947,6 +948,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(dir_watch), ignore = "needs directory-change events (inotify)")]
     fn a_woken_waiter_that_leaves_the_line_or_waits_again_keeps_its_turn() {
         let dir = TempDir::new("wait-head-acts");
         let ([mut first_place, _second_place], [first, second]) =
@@ -963,6 +965,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(dir_watch), ignore = "needs directory-change events (inotify)")]
     fn a_change_of_the_lockfile_wakes_at_once() {
         let dir = TempDir::new("wait-change");
         let lock = dir.path().join("h.lock");
@@ -1047,6 +1050,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
     fn a_byte_in_another_owner_file_than_the_holders_wakes_nobody() {
         let dir = TempDir::new("wait-byte-elsewhere");
         // The holder's owner file was deleted; this one was made anew, its byte free.
@@ -1074,6 +1081,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
     fn a_holder_letting_go_of_its_kernel_byte_wakes_the_waiter() {
         let dir = TempDir::new("wait-byte");
         let (holder, rx) = wait_on_a_kernel_byte(&dir, None);
@@ -1083,6 +1094,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(pid_watch), ignore = "needs process-exit handles (pidfd)")]
     fn a_holder_pid_exiting_wakes_the_waiter() {
         let dir = TempDir::new("wait-pid");
         let mut child = std::process::Command::new("sleep")
@@ -1124,6 +1136,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(dir_watch), ignore = "needs directory-change events (inotify)")]
     fn an_event_wakes_only_the_earliest_waiter_and_nudge_passes_it_on() {
         let dir = TempDir::new("wait-order");
         let lock = dir.path().join("h.lock");
@@ -1213,6 +1226,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(pid_watch), ignore = "needs process-exit handles (pidfd)")]
     fn a_paused_waiter_is_still_woken_at_once_by_its_holders_death() {
         let dir = TempDir::new("wait-pause-death");
         let (holder, rx) = wait_on_a_kernel_byte(&dir, Some(Duration::from_secs(30)));
@@ -1289,6 +1303,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(pid_watch), ignore = "needs process-exit handles (pidfd)")]
     fn a_holder_pid_already_gone_wakes_the_waiter_at_once() {
         let dir = TempDir::new("wait-gone");
         let mut child = std::process::Command::new("true").spawn().unwrap();
@@ -1327,6 +1342,7 @@ mod tests {
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
     }
     #[test]
+    #[cfg_attr(not(dir_watch), ignore = "needs directory-change events (inotify)")]
     fn waiters_of_a_directory_deleted_and_made_anew_hear_its_changes_again() {
         // Whether or not a file in it stays open (as spares and owner files of this process
         // do), which delays the kernel's own report of the deletion until it is closed.

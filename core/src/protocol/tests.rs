@@ -90,6 +90,10 @@ fn claim_then_busy_then_release_then_claim() {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn release_frees_the_holder_byte_and_the_mutex() {
     let dir = TempDir::new("proto-release-frees");
     let target = LockTarget::new(dir.path().join("h.lock"));
@@ -127,6 +131,10 @@ fn a_goal_id_longer_than_one_read_claims_and_releases_like_any_other() {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn lock_path_for_claim_opens_the_owner_file_only_where_it_settles_the_path() {
     use crate::kernel_lock::OWNER_FILE_NAME;
     use crate::paths::workspace_lock_path;
@@ -169,6 +177,10 @@ fn lock_path_for_claim_opens_the_owner_file_only_where_it_settles_the_path() {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn a_dead_holder_is_reclaimed_at_once() {
     let dir = TempDir::new("proto-dead");
     let target = LockTarget::new(dir.path().join("h.lock"));
@@ -402,6 +414,10 @@ fn original_record(goal: &str, alive: bool) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn a_blind_first_claim_judges_whatever_it_finds_like_a_looking_one() {
     let dir = TempDir::new("proto-blind");
     let target = LockTarget::new(dir.path().join("locks").join("h.lock"));
@@ -447,6 +463,10 @@ fn a_blind_first_claim_judges_whatever_it_finds_like_a_looking_one() {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn a_blind_claim_is_not_tried_over_a_claim_of_this_process() {
     let dir = TempDir::new("proto-blind-own");
     let target = LockTarget::new(dir.path().join("h.lock"));
@@ -466,6 +486,10 @@ fn a_blind_claim_is_not_tried_over_a_claim_of_this_process() {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn contending_threads_claiming_blind_never_overlap() {
     contend("proto-contend-blind", |target, goal| {
         claim_opened(target, goal).unwrap()
@@ -473,6 +497,10 @@ fn contending_threads_claiming_blind_never_overlap() {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn a_claim_names_its_owner_file_and_survives_that_files_deletion() {
     let dir = TempDir::new("proto-owner-file-deleted");
     let target = LockTarget::new(dir.path().join("h.lock"));
@@ -496,6 +524,10 @@ fn a_claim_names_its_owner_file_and_survives_that_files_deletion() {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn a_claim_whose_directory_is_removed_under_it_claims_in_the_new_one() {
     let dir = TempDir::new("proto-dir-removed");
     let target = LockTarget::new(dir.path().join("state").join("h.lock"));
@@ -526,6 +558,10 @@ fn a_claim_whose_directory_is_removed_under_it_claims_in_the_new_one() {
 /// releases, heartbeats and sweeps of others give up on that lock within the patience
 /// instead of hanging, and all proceed once it runs again.
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn a_mutex_kept_by_a_stopped_process_holds_nobody_up_for_long() {
     let dir = TempDir::new("proto-stopped-mutex");
     let target = LockTarget::new(dir.path().join("h.lock"));
@@ -652,6 +688,10 @@ fn ctime(path: &Path) -> (i64, i64) {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn a_sweep_leaves_alone_a_stale_entry_claimed_again_after_it_was_judged() {
     let dir = TempDir::new("proto-sweep-reclaimed");
     let target = LockTarget::new(dir.path().join("h.lock"));
