@@ -4,7 +4,7 @@
 //! free (a release, the holder's death, or the `pollMs` fallback). Waiting costs no thread
 //! of the libuv pool and no CPU; an abort rejects at once and removes its listener.
 
-use crate::handle::{lost_notifier, make_handle, HandleFields};
+use crate::handle::{lost_notifier, make_handle, next_lease, HandleFields};
 use crate::js::{self, Env, Fail, JsRef, JsResult, JsValue};
 use crate::judge::Judge;
 use crate::options::{AcquireOptions, JudgeOptions};
@@ -142,22 +142,21 @@ fn attempt(
         owners,
     )? {
         ClaimOutcome::Claimed(claim) => {
-            let on_lost = match callbacks.on_compromised {
-                Some(f) => Some(lost_notifier(env, f, &request.goal_id, &request.cwd)?),
-                None => None,
-            };
+            let lease = next_lease();
+            let on_lost = callbacks.on_compromised.and_then(|_| lost_notifier(lease));
             // A test clock owns time: with an injected `now` the heartbeat is never rewritten.
             let refresh = callbacks.judge.now.is_none();
             let reclaimed = claim.reclaimed.clone();
-            let held = HeldLock::hold(*claim, refresh, request.heartbeat_stale_ms, on_lost);
+            let held = HeldLock::hold(*claim, refresh, request.heartbeat_stale_ms, on_lost)?;
             let fields = HandleFields {
                 cwd: &request.cwd,
                 goal_id: &request.goal_id,
                 lock_path: &request.lock_path,
                 start_time: request.written_start_time,
                 reclaimed: reclaimed.as_ref(),
+                on_compromised: callbacks.on_compromised,
             };
-            Ok(Step::Acquired(make_handle(env, &fields, held)?))
+            Ok(Step::Acquired(make_handle(env, lease, &fields, held)?))
         }
         ClaimOutcome::Busy(busy) if request.fail_on_workspace_busy => {
             let holder = busy.holder.as_ref();

@@ -268,12 +268,41 @@ pub fn inspect_workspace_locks<'env>(
 #[napi(
     catch_unwind,
     js_name = "setHandleFactory",
-    ts_args_type = "factory: Function"
+    ts_args_type = "factory: Function, deliverLoss: (lease: number, reason: string) => void"
 )]
-pub fn set_handle_factory<'env>(env: &'env Env, factory: Unknown<'env>) -> Result<Unknown<'env>> {
+pub fn set_handle_factory<'env>(
+    env: &'env Env,
+    factory: Unknown<'env>,
+    deliver_loss: Unknown<'env>,
+) -> Result<Unknown<'env>> {
     run_sync(env, |raw| {
-        handle::set_factory(raw, factory.raw())?;
+        handle::set_factory(raw, factory.raw(), deliver_loss.raw())?;
         Ok(js::undefined(raw))
+    })
+}
+
+/// Internal, for index.js: why a held lease's heartbeat could not be refreshed lately (an
+/// Error with Node's `code`, `syscall` and `path`, plus `attempts` and `since`, the
+/// wall-clock ms of the first failure), or `undefined` while refreshes work.
+#[napi(
+    catch_unwind,
+    js_name = "leaseRefreshError",
+    ts_return_type = "Error | undefined"
+)]
+pub fn lease_refresh_error<'env>(env: &'env Env, lease: u32) -> Result<Unknown<'env>> {
+    run_sync(env, |raw| {
+        let Some(failure) = handle::lease_refresh_failure(lease) else {
+            return Ok(js::undefined(raw));
+        };
+        let err = js::error_value(raw, &js::Fail::Lock(failure.error));
+        js::set_named(
+            raw,
+            err,
+            "attempts",
+            js::number(raw, f64::from(failure.attempts)),
+        )?;
+        js::set_named(raw, err, "since", js::number(raw, failure.since_ms))?;
+        Ok(err)
     })
 }
 

@@ -193,7 +193,10 @@ pub fn enhanced_judgement(
                 Evidence::KernelLock,
             )
         }
-        (Some(ByteEvidence::Held), _) => evidence = Evidence::KernelLock,
+        // Proof of life outranks the clock: a held byte is a running (or stopped) holder,
+        // whatever its heartbeat says. A wall-clock step, a full disk that stops its
+        // refreshes or a SIGSTOP must not let anyone evict it.
+        (Some(ByteEvidence::Held), _) => return (Verdict::Live, Evidence::KernelLock),
         // Cannot tell (locks unsupported here): the heartbeat decides.
         (Some(ByteEvidence::Unknown), _) => {}
         // No byte to go on, or none that counts (the holder's owner file is gone): its pid
@@ -209,6 +212,13 @@ pub fn enhanced_judgement(
                     if let Some(current) = probe.start_time {
                         if !strict_equals_number(record.start_time(), current) {
                             return (Verdict::Stale(StaleReason::PidRecycled), evidence);
+                        }
+                        // A record of this package whose writer still runs (same pid, same
+                        // start time) is alive too, though no byte proves it: its owner
+                        // file was deleted or replaced under it. Records of the original
+                        // keep the original's heartbeat rule: it never refreshes them.
+                        if record.has_host_fields() {
+                            return (Verdict::Live, evidence);
                         }
                     }
                 }
@@ -321,11 +331,13 @@ mod tests {
             enhanced_verdict(&r, Some(&judge), 1500.0, 60_000.0),
             Verdict::Live
         );
-        // The heartbeat rule still holds.
+        // Nor does an old heartbeat (a stopped holder, a full disk, a wall-clock step):
+        // the held byte proves the holder alive.
         assert_eq!(
-            enhanced_verdict(&r, Some(&judge), 70_000.0, 60_000.0),
-            Verdict::Stale(StaleReason::HeartbeatStale)
+            enhanced_judgement(&r, Some(&judge), 70_000.0, 60_000.0, &PidProbes::default()),
+            (Verdict::Live, Evidence::KernelLock)
         );
+        assert_eq!(enhanced_verdict(&r, Some(&judge), 1e13, 1.0), Verdict::Live);
         drop(holder);
         assert_eq!(
             enhanced_verdict(&r, Some(&judge), 1500.0, 60_000.0),
@@ -373,6 +385,8 @@ mod tests {
         // Someone deletes the owner file under its live holder ...
         fs::remove_file(dir.path().join(crate::kernel_lock::OWNER_FILE_NAME)).unwrap();
         assert_eq!(judge(&live, None, 2000.0), (Verdict::Live, Evidence::Pid));
+        // Its writer still runs (same pid and start time): alive whatever its heartbeat.
+        assert_eq!(judge(&live, None, 1e13), (Verdict::Live, Evidence::Pid));
         // ... and another claim makes a new one, where that byte is free: not a death.
         let anew = OwnerFile::open(dir.path(), true).unwrap().unwrap();
         assert_eq!(
