@@ -86,8 +86,8 @@ pub fn release_all_held() {
     }
 }
 
-/// The number the next lease will have (reserved by [`make_handle`] on this thread before
-/// any other acquisition can run, so a lost-lock callback can name it first).
+/// A lease number for a claim about to be held (so its lost-lock callback can name it
+/// before its handle exists); [`make_handle`] records the lock under it.
 pub fn next_lease() -> u32 {
     LEASES.with(|l| {
         let leases = l.borrow();
@@ -96,7 +96,8 @@ pub fn next_lease() -> u32 {
         while id == 0 || leases.contains_key(&id) {
             id = id.wrapping_add(1);
         }
-        NEXT_LEASE.with(|n| n.set(id));
+        // Reserved: an acquisition whose claim settles first may take a while to use it.
+        NEXT_LEASE.with(|n| n.set(id.wrapping_add(1)));
         id
     })
 }
@@ -157,7 +158,6 @@ pub fn make_handle(
     held: Arc<HeldLock>,
 ) -> JsResult<JsValue> {
     LEASES.with(|l| l.borrow_mut().insert(lease, held));
-    NEXT_LEASE.with(|n| n.set(lease.wrapping_add(1)));
     let built = build_handle(env, lease, fields);
     if built.is_err() {
         release_lease(lease);

@@ -5,6 +5,9 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// "Is a directory", for callers without libc (the binding).
+pub const EISDIR: i32 = libc::EISDIR;
+
 /// An operating-system failure on one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IoFailure {

@@ -65,8 +65,15 @@ pub struct HeldLock {
     /// False when the caller injected a clock: that clock owns time, we do not write it.
     refresh: bool,
     interval: Duration,
+    /// Until when the lockfile is checked every [`CLOSE_WATCH`]: after taking over a stale
+    /// lock, which a process of the original module may be replacing at the same moment.
+    close_watch_until: Option<Instant>,
     on_lost: Option<LostCallback>,
 }
+
+/// How often a lock just taken over from a stale holder is checked, and for how long.
+pub const CLOSE_WATCH: Duration = Duration::from_millis(50);
+pub const CLOSE_WATCH_FOR: Duration = Duration::from_secs(2);
 
 impl HeldLock {
     /// Starts watching (and, with `refresh`, refreshing) a claim until it is released.
@@ -77,6 +84,18 @@ impl HeldLock {
         refresh: bool,
         heartbeat_stale_ms: f64,
         on_lost: Option<LostCallback>,
+    ) -> Result<Arc<HeldLock>, LockError> {
+        HeldLock::hold_watching(claim, refresh, heartbeat_stale_ms, on_lost, false)
+    }
+
+    /// [`HeldLock::hold`]; with `closely`, the lockfile is checked every [`CLOSE_WATCH`] for
+    /// the first [`CLOSE_WATCH_FOR`], so that a loss is reported at once.
+    pub fn hold_watching(
+        claim: Claimed,
+        refresh: bool,
+        heartbeat_stale_ms: f64,
+        on_lost: Option<LostCallback>,
+        closely: bool,
     ) -> Result<Arc<HeldLock>, LockError> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let held = Arc::new(HeldLock {
@@ -89,6 +108,7 @@ impl HeldLock {
             }),
             refresh,
             interval: refresh_interval(heartbeat_stale_ms),
+            close_watch_until: closely.then(|| Instant::now() + CLOSE_WATCH_FOR),
             on_lost,
         });
         if let Err(e) = service().add(held.clone()) {
@@ -98,6 +118,39 @@ impl HeldLock {
             return Err(e);
         }
         Ok(held)
+    }
+
+    /// Checks now that the lockfile is still ours (no refresh). `false` when it is not: the
+    /// loss is noted (and reported to `on_lost`, if any) as a heartbeat would.
+    pub fn confirm(&self) -> bool {
+        let lost_reason = {
+            let mut state = self.state();
+            if state.lost.is_some() {
+                return false;
+            }
+            match check_and_refresh(&mut state.claim, None) {
+                Ok(Ownership::Lost(reason)) => {
+                    if let (Some(owners), Some(slot)) = (&state.claim.owners, state.claim.slot) {
+                        owners.unhold(slot);
+                    }
+                    state.lost = Some(reason.clone());
+                    reason
+                }
+                // Ours; or not looked at (a stopped process in the mutex, an I/O error):
+                // nothing says it is not, and the heartbeat keeps checking.
+                _ => return true,
+            }
+        };
+        self.report_loss(&lost_reason);
+        false
+    }
+
+    /// The wait before the next beat: the usual interval, or less while watched closely.
+    fn next_beat(&self, usual: Duration) -> Duration {
+        match self.close_watch_until {
+            Some(until) if Instant::now() < until => usual.min(CLOSE_WATCH),
+            _ => usual,
+        }
     }
 
     /// Why the last refresh failed, while refreshes fail.
@@ -205,9 +258,9 @@ impl HeldLock {
             match check_and_refresh(&mut state.claim, refreshed) {
                 Ok(Ownership::Ours) => {
                     state.refresh_failure = None;
-                    return Some(self.interval);
+                    return Some(self.next_beat(self.interval));
                 }
-                Ok(Ownership::Undecided) => return Some(self.interval),
+                Ok(Ownership::Undecided) => return Some(self.next_beat(self.interval)),
                 // A full or read-only disk, an I/O error, no descriptor left: the lock stays
                 // ours (the kernel lock proves we live); say so, and try again soon.
                 Err(error) => {
@@ -224,7 +277,7 @@ impl HeldLock {
                         },
                     };
                     state.refresh_failure = Some(failure);
-                    return Some(self.interval.min(REFRESH_RETRY));
+                    return Some(self.next_beat(self.interval.min(REFRESH_RETRY)));
                 }
                 Ok(Ownership::Lost(reason)) => {
                     // Nothing refers to our kernel byte any more; free it.
@@ -284,7 +337,7 @@ impl Service {
                 .map_err(|e| LockError::Thread(ThreadFailure::from_io(&e, "heartbeat")))?;
             s.thread_started = true;
         }
-        let due = Instant::now() + held.interval;
+        let due = Instant::now() + held.next_beat(held.interval);
         s.due.push(Reverse((due, held.id)));
         s.held.insert(held.id, held);
         if s.wakes_at.is_none_or(|at| at > due) {

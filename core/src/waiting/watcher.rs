@@ -53,6 +53,16 @@ impl Service {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub(super) fn start_thread(&'static self, st: &mut State) -> std::io::Result<()> {
+        if !st.thread_started {
+            std::thread::Builder::new()
+                .name("workspace-lock-waiter".into())
+                .spawn(move || self.run())?;
+            st.thread_started = true;
+        }
+        Ok(())
+    }
+
     pub(super) fn poke(&self) {
         self.notifier.poke();
     }
