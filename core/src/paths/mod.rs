@@ -140,6 +140,7 @@ fn locks_dir_in(crew_root: &Path) -> PathBuf {
 
 mod node;
 mod walk;
+pub mod win32;
 
 pub use node::resolve_lexical;
 use node::*;
