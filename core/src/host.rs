@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 pub fn host_identity() -> &'static HostIdentity {
     static IDENTITY: OnceLock<HostIdentity> = OnceLock::new();
     IDENTITY.get_or_init(|| HostIdentity {
-        hostname: sys::unix::hostname(),
+        hostname: sys::hostname(),
         boot_id: sys::boot_id(),
         pid_namespace: sys::pid_namespace(),
     })
@@ -52,6 +52,10 @@ mod tests {
     use crate::record::ParsedRecord;
 
     #[test]
+    #[cfg_attr(
+        not(target_os = "linux"),
+        ignore = "boot id and PID namespace come from Linux /proc"
+    )]
     fn identity_is_read_on_linux() {
         let me = host_identity();
         assert!(
@@ -67,6 +71,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(target_os = "linux"), ignore = "needs a boot id (Linux /proc)")]
     fn locality_follows_boot_and_namespace() {
         let me = host_identity();
         let with = |boot: &str, ns: &str| {

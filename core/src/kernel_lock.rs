@@ -85,12 +85,12 @@ impl OwnerFile {
             return Ok(None);
         }
         let path = dir.join(OWNER_FILE_NAME);
-        let mut options = sys::unix::nofollow_options(0);
+        let mut options = sys::nofollow_options(0);
         options.read(true).write(true);
         if create {
             options.create(true);
         }
-        match options.open(&path) {
+        match sys::checked_open(&options, &path) {
             Ok(file) => Ok(Some(OwnerFile {
                 file,
                 path,
@@ -107,7 +107,7 @@ impl OwnerFile {
     /// that success also settles the lock path ([`crate::paths::UsualLockPath`]).
     pub fn open_symlink_free(dir: &Path) -> std::io::Result<OwnerFile> {
         let path = dir.join(OWNER_FILE_NAME);
-        let fd = open_without_symlinks(&path, libc::O_RDWR | libc::O_CREAT, 0o644)?;
+        let fd = open_without_symlinks(&path, sys::FLAGS_RDWR_CREATE, 0o644)?;
         Ok(OwnerFile {
             file: File::from(fd),
             path,
@@ -126,10 +126,7 @@ impl OwnerFile {
             Err(LockError::Io(e))
                 if matches!(e.errno, libc::EROFS | libc::EACCES | libc::EPERM) =>
             {
-                let file = sys::unix::nofollow_options(0)
-                    .read(true)
-                    .open(&e.path)
-                    .ok()?;
+                let file = sys::checked_open(sys::nofollow_options(0).read(true), &e.path).ok()?;
                 Some(OwnerFile {
                     file,
                     path: e.path,
@@ -149,9 +146,12 @@ impl OwnerFile {
     /// The identity of the file opened (one fstat, then remembered): what a record names as
     /// its holder's owner file.
     pub fn id(&self) -> Option<FileId> {
-        *self
-            .id
-            .get_or_init(|| self.file.metadata().ok().map(|m| FileId::of(&m)))
+        *self.id.get_or_init(|| {
+            self.file
+                .metadata()
+                .ok()
+                .map(|m| FileId::of_open(&self.file, &m))
+        })
     }
 
     /// Blocks until the per-name mutex is ours. Held for microseconds by other processes;
@@ -223,12 +223,12 @@ pub fn wait_until_free(owner_file: &Path, offset: u64, expected: Option<FileId>)
     if !sys::KERNEL_BYTE_LOCKS {
         return false;
     }
-    let opened = sys::unix::nofollow_options(0).read(true).open(owner_file);
+    let opened = sys::checked_open(sys::nofollow_options(0).read(true), owner_file);
     let Ok(file) = opened else {
         return expected.is_none();
     };
     if let Some(expected) = expected {
-        if file.metadata().ok().map(|m| FileId::of(&m)) != Some(expected) {
+        if file.metadata().ok().map(|m| FileId::of_open(&file, &m)) != Some(expected) {
             return false;
         }
     }
@@ -466,6 +466,7 @@ mod tests {
         not(kernel_locks),
         ignore = "needs byte locks owned by an open file (Linux OFD)"
     )]
+    #[cfg(unix)]
     fn a_symlinked_owner_file_is_refused() {
         let dir = TempDir::new("kernel-lock-symlink");
         std::os::unix::fs::symlink("/etc/hostname", dir.path().join(OWNER_FILE_NAME)).unwrap();

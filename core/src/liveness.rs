@@ -461,6 +461,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(target_os = "linux"), ignore = "needs start times from /proc")]
     fn enhanced_judge_uses_pids_for_records_of_the_original() {
         let me = std::process::id();
         let st = start_time_of(&me.to_string()).unwrap();
@@ -491,6 +492,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(target_os = "linux"), ignore = "needs start times from /proc")]
     fn the_original_races_a_takeover_only_of_what_it_too_judges_stale() {
         let me = std::process::id();
         let st = start_time_of(&me.to_string()).unwrap();

@@ -14,17 +14,26 @@
 //! Here: the path context and the lock path; in [`node`] Node's path semantics; in [`walk`]
 //! the repo-root walk.
 
+#[cfg(unix)]
 use std::ffi::{OsStr, OsString};
+#[cfg(unix)]
 use std::fs;
+#[cfg(unix)]
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(unix)]
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 
+#[cfg(unix)]
 use sha2::{Digest, Sha256};
 
+#[cfg(unix)]
 use crate::error::LockError;
+#[cfg(unix)]
 use crate::sys;
 
+#[cfg(unix)]
 /// What `path.resolve`, `os.homedir()` and `os.tmpdir()` give in this process, captured once
 /// so tests can inject them.
 #[derive(Debug, Clone)]
@@ -34,6 +43,7 @@ pub struct PathContext {
     pub tmp: PathBuf,
 }
 
+#[cfg(unix)]
 impl PathContext {
     /// From the real process, for resolving `cwd`: $HOME / passwd, $TMPDIR/$TMP/$TEMP//tmp
     /// (path.resolve()d, not yet realpath'd), and the process's working directory, which is
@@ -62,6 +72,7 @@ impl PathContext {
     }
 }
 
+#[cfg(unix)]
 /// Lowercase hex sha256 of the absolute cwd's UTF-8 bytes (use the raw OsStr bytes).
 pub fn cwd_hash(abs_cwd: &Path) -> String {
     let mut hex = String::with_capacity(64 + ".lock".len());
@@ -73,17 +84,20 @@ pub fn cwd_hash(abs_cwd: &Path) -> String {
     hex
 }
 
+#[cfg(unix)]
 /// The whole thing: workspaceLockPath(cwd).
 pub fn workspace_lock_path(cwd: &str, ctx: &PathContext) -> Result<PathBuf, LockError> {
     UsualLockPath::of(cwd, ctx).resolved(ctx)
 }
 
+#[cfg(unix)]
 fn lock_file_name(abs_cwd: &Path) -> String {
     let mut name = cwd_hash(abs_cwd);
     name.push_str(".lock");
     name
 }
 
+#[cfg(unix)]
 /// The lock path of pi-crew's usual layout, `absCwd/.crew/state/workspace-locks/<hash>.lock`,
 /// for a caller that would rather open a file there first and learn where the lock lives
 /// after. It is the lock path exactly when that lockfile, or anything else in `dir`, opens
@@ -96,6 +110,7 @@ pub struct UsualLockPath {
     pub path: PathBuf,
 }
 
+#[cfg(unix)]
 impl UsualLockPath {
     pub fn of(cwd: &str, ctx: &PathContext) -> UsualLockPath {
         let abs_cwd = resolve_lexical(&ctx.process_cwd, cwd);
@@ -134,18 +149,27 @@ impl UsualLockPath {
     }
 }
 
+#[cfg(unix)]
 fn locks_dir_in(crew_root: &Path) -> PathBuf {
     node_join(&node_join(crew_root, "state"), "workspace-locks")
 }
 
 mod node;
+#[cfg(unix)]
 mod walk;
 pub mod win32;
+#[cfg(windows)]
+mod windows;
 
+#[cfg(unix)]
 pub use node::resolve_lexical;
 use node::*;
+#[cfg(unix)]
 use walk::*;
+#[cfg(unix)]
 pub use walk::{crew_root, find_repo_root, open_without_symlinks};
+#[cfg(windows)]
+pub use windows::*;
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests;

@@ -2,9 +2,11 @@
 //! (posix), `os.homedir()`, `os.tmpdir()` and `util.inspect` of a string as its errors
 //! print it.
 
+#[cfg(unix)]
 use super::*;
 
 /// Node's posix path.resolve(base, p) where base is absolute.
+#[cfg(unix)]
 pub fn resolve_lexical(base: &Path, p: &str) -> PathBuf {
     let joined: Vec<u8> = if p.starts_with('/') {
         // An absolute argument makes Node ignore everything to its left.
@@ -20,6 +22,7 @@ pub fn resolve_lexical(base: &Path, p: &str) -> PathBuf {
 }
 
 /// Node's posix path.join(a, b): concatenate with `/`, then normalise.
+#[cfg(unix)]
 pub(super) fn node_join(base: &Path, name: &str) -> PathBuf {
     let mut v = Vec::with_capacity(base.as_os_str().len() + 1 + name.len());
     v.extend_from_slice(base.as_os_str().as_bytes());
@@ -35,6 +38,7 @@ pub(super) fn node_join(base: &Path, name: &str) -> PathBuf {
 
 /// Whether `normalize(path, true)` would return `path` unchanged: rooted, and no empty, `.`
 /// or `..` segment (so no `//`, no trailing `/` but in `/` itself).
+#[cfg(unix)]
 pub(super) fn is_normal_rooted(path: &[u8]) -> bool {
     match path {
         [b'/'] => true,
@@ -48,6 +52,7 @@ pub(super) fn is_normal_rooted(path: &[u8]) -> bool {
 /// Node's normalizeString: drop empty and `.` segments, fold `..`. A rooted result stays at
 /// `/` on excess `..`; a relative one keeps them. No trailing slash (none of our callers need
 /// Node's trailing-slash preservation: they end in a name).
+#[cfg(unix)]
 pub(super) fn normalize(path: Vec<u8>, absolute: bool) -> Vec<u8> {
     // A clean name joined to a clean absolute path (every join on the way to a lock path)
     // needs no rewriting.
@@ -58,6 +63,7 @@ pub(super) fn normalize(path: Vec<u8>, absolute: bool) -> Vec<u8> {
 }
 
 /// [`normalize`] the long way, segment by segment.
+#[cfg(unix)]
 pub(super) fn fold_segments(path: &[u8], absolute: bool) -> Vec<u8> {
     let rooted = absolute || path.first() == Some(&b'/');
     let mut parts: Vec<&[u8]> = Vec::new();
@@ -88,12 +94,14 @@ pub(super) fn fold_segments(path: &[u8], absolute: bool) -> Vec<u8> {
 }
 
 /// Node hands env values and passwd fields to JS as UTF-8 decoded strings.
+#[cfg(unix)]
 pub(super) fn lossy(s: &OsStr) -> String {
     String::from_utf8_lossy(s.as_bytes()).into_owned()
 }
 
 /// os.homedir() as libuv computes it: `$HOME` whenever it is set (even empty: libuv only falls
 /// back when getenv returns NULL), else the passwd entry of the effective uid.
+#[cfg(unix)]
 pub(super) fn node_homedir(getenv: impl Fn(&str) -> Option<OsString>) -> Result<String, LockError> {
     match getenv("HOME") {
         Some(home) => Ok(lossy(&home)),
@@ -106,6 +114,7 @@ pub(super) fn node_homedir(getenv: impl Fn(&str) -> Option<OsString>) -> Result<
 /// os.tmpdir() on Unix: the first non-empty of TMPDIR, TMP, TEMP (read through Node's
 /// safeGetenv, which ignores the environment in a setuid/AT_SECURE process), else `/tmp`;
 /// one trailing `/` dropped unless that is the whole string.
+#[cfg(unix)]
 pub(super) fn node_tmpdir(getenv: impl Fn(&str) -> Option<OsString>, secure: bool) -> String {
     let from_env = |name: &str| {
         if secure {
@@ -126,6 +135,7 @@ pub(super) fn node_tmpdir(getenv: impl Fn(&str) -> Option<OsString>, secure: boo
 /// Node's safeGetenv refuses the environment when the process runs with elevated
 /// credentials. Decided once per process (Node reads AT_SECURE once too): only a process
 /// that changes its uid at run time could tell the difference.
+#[cfg(unix)]
 pub(super) fn secure_exec() -> bool {
     static SECURE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SECURE.get_or_init(sys::secure_exec)

@@ -135,6 +135,7 @@ fn a_goal_id_longer_than_one_read_claims_and_releases_like_any_other() {
     not(kernel_locks),
     ignore = "needs byte locks owned by an open file (Linux OFD)"
 )]
+#[cfg(unix)]
 fn lock_path_for_claim_opens_the_owner_file_only_where_it_settles_the_path() {
     use crate::kernel_lock::OWNER_FILE_NAME;
     use crate::paths::workspace_lock_path;
@@ -501,6 +502,7 @@ fn contending_threads_claiming_blind_never_overlap() {
     not(kernel_locks),
     ignore = "needs byte locks owned by an open file (Linux OFD)"
 )]
+#[cfg(unix)]
 fn a_claim_names_its_owner_file_and_survives_that_files_deletion() {
     let dir = TempDir::new("proto-owner-file-deleted");
     let target = LockTarget::new(dir.path().join("h.lock"));
@@ -528,6 +530,7 @@ fn a_claim_names_its_owner_file_and_survives_that_files_deletion() {
     not(kernel_locks),
     ignore = "needs byte locks owned by an open file (Linux OFD)"
 )]
+#[cfg(unix)]
 fn a_claim_whose_directory_is_removed_under_it_claims_in_the_new_one() {
     let dir = TempDir::new("proto-dir-removed");
     let target = LockTarget::new(dir.path().join("state").join("h.lock"));
@@ -627,6 +630,7 @@ fn a_mutex_kept_by_a_stopped_process_holds_nobody_up_for_long() {
 /// A claimant of this package, and something another process does between the claim's
 /// judgement and its change: run when the claim asks for its record (after judging, before
 /// the mutex).
+#[cfg_attr(windows, allow(dead_code))]
 struct Interrupted<F: FnMut()> {
     claimant: Enhanced,
     meanwhile: Option<F>,
@@ -649,6 +653,7 @@ impl<F: FnMut()> Claimant for Interrupted<F> {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn an_original_claim_not_yet_written_is_not_taken_for_the_old_empty_file_it_replaced() {
     use std::os::unix::fs::MetadataExt;
@@ -680,6 +685,7 @@ fn an_original_claim_not_yet_written_is_not_taken_for_the_old_empty_file_it_repl
     );
 }
 
+#[cfg(unix)]
 /// When an entry's inode last changed: a rename or link of it shows here.
 fn ctime(path: &Path) -> (i64, i64) {
     use std::os::unix::fs::MetadataExt;
@@ -692,6 +698,7 @@ fn ctime(path: &Path) -> (i64, i64) {
     not(kernel_locks),
     ignore = "needs byte locks owned by an open file (Linux OFD)"
 )]
+#[cfg(unix)]
 fn a_sweep_leaves_alone_a_stale_entry_claimed_again_after_it_was_judged() {
     let dir = TempDir::new("proto-sweep-reclaimed");
     let target = LockTarget::new(dir.path().join("h.lock"));

@@ -51,6 +51,7 @@ pub fn open_without_symlinks(
 
 /// No process-exit handles here.
 pub type PidFd = std::convert::Infallible;
+pub type RawPidFd = RawFd;
 
 pub fn raw_pid_fd(fd: &PidFd) -> RawFd {
     match *fd {}

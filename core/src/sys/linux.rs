@@ -133,6 +133,7 @@ fn new_fd(raw: i32) -> Option<OwnedFd> {
 
 /// A process's exit handle: a pidfd, readable once it exits.
 pub type PidFd = OwnedFd;
+pub type RawPidFd = RawFd;
 
 pub fn raw_pid_fd(fd: &PidFd) -> RawFd {
     fd.as_raw_fd()

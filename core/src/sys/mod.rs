@@ -9,7 +9,11 @@
 //!   `RESOLVE_NO_SYMLINKS`, inotify, eventfd and pidfd wake-ups.
 //! - `procfs` (Linux, whichever of the two above): `/proc` start times and states, the
 //!   kernel boot id and PID namespace, `getrandom`, `AT_SECURE`.
-//! - `macos`: the same facts from `sysctl` / `issetugid` / `getentropy`; no start times.
+//! - `macos`: the same facts from `sysctl` / `getentropy`; no start times.
+//! - `windows`: `LockFileEx` byte locks (per handle, dropped with the process), opens that
+//!   refuse reparse points, process handles (`OpenProcess` + `WaitForMultipleObjects`) and
+//!   `ReadDirectoryChangesW` for the watcher, Windows error codes mapped to errno values as
+//!   libuv maps them (so errors carry Node's codes).
 //! - `generic`: the portable Unix implementation used on macOS (and on Linux with the
 //!   `generic-unix` feature, so that CI runs it): no byte locks (claims follow the original's
 //!   protocol, judged by pid and heartbeat), no symlink-free open (paths take their full
@@ -24,16 +28,28 @@
 //! - `proc_stat` (state and start time of a pid), `boot_id`, `pid_namespace`,
 //!   `secure_exec`, `random_bytes`.
 
+#[cfg(unix)]
 pub mod unix;
+#[cfg(unix)]
+pub use unix::{
+    checked_open, errno, file_key, hostname, nlink, nofollow_options, os_str_from_encoded,
+    path_key, pid_is_gone, read_at, write_all_at, FLAGS_RDWR_CREATE, FLAGS_READ,
+    FLAGS_READ_NONBLOCK, KEEP_PUBLISHED_SPARE, O_NONBLOCK,
+};
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::*;
 
 #[cfg(all(target_os = "linux", not(feature = "generic-unix")))]
 mod linux;
 #[cfg(all(target_os = "linux", not(feature = "generic-unix")))]
 pub use linux::*;
 
-#[cfg(any(not(target_os = "linux"), feature = "generic-unix"))]
+#[cfg(all(unix, any(not(target_os = "linux"), feature = "generic-unix")))]
 mod generic;
-#[cfg(any(not(target_os = "linux"), feature = "generic-unix"))]
+#[cfg(all(unix, any(not(target_os = "linux"), feature = "generic-unix")))]
 pub use generic::*;
 
 #[cfg(target_os = "linux")]

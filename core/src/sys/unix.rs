@@ -1,9 +1,10 @@
 //! What every POSIX system offers alike.
 
 use std::ffi::{CStr, CString, OsStr, OsString};
-use std::fs::OpenOptions;
+use std::fs::{File, Metadata, OpenOptions};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Options that open a file only if its last component is no symlink (ELOOP if it is),
@@ -18,6 +19,69 @@ pub fn nofollow_options(extra: libc::c_int) -> OpenOptions {
 
 /// `O_NONBLOCK`: opening a FIFO does not wait for a writer.
 pub const O_NONBLOCK: libc::c_int = libc::O_NONBLOCK;
+
+/// Whether a spare stays open while it is published at the lock path (see
+/// `lockfile_io::Spare`): on Unix a file open here can still be renamed over and deleted.
+pub const KEEP_PUBLISHED_SPARE: bool = true;
+
+/// Open flags for [`crate::paths::open_without_symlinks`].
+pub const FLAGS_READ: libc::c_int = libc::O_RDONLY;
+pub const FLAGS_READ_NONBLOCK: libc::c_int = libc::O_RDONLY | libc::O_NONBLOCK;
+pub const FLAGS_RDWR_CREATE: libc::c_int = libc::O_RDWR | libc::O_CREAT;
+
+/// Opens with options from [`nofollow_options`] (the kernel refuses a final symlink).
+#[inline]
+pub fn checked_open(options: &OpenOptions, path: &std::path::Path) -> std::io::Result<File> {
+    options.open(path)
+}
+
+/// The errno of an I/O error (here the OS's own code).
+#[inline]
+pub fn errno(e: &std::io::Error) -> Option<i32> {
+    e.raw_os_error()
+}
+
+/// The OS string of bytes from [`std::ffi::OsStr::as_encoded_bytes`] (and ASCII added).
+#[inline]
+pub fn os_str_from_encoded(bytes: &[u8]) -> &std::ffi::OsStr {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::OsStr::from_bytes(bytes)
+}
+
+/// A file's identity (device, inode) from its metadata; `_file` is the open file it came
+/// from, where there is one (Windows needs it).
+#[inline]
+pub fn file_key(_file: Option<&File>, meta: &Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
+}
+
+/// The identity of what `path` names (the symlink itself unless `follow`), with its
+/// metadata.
+#[inline]
+pub fn path_key(path: &std::path::Path, follow: bool) -> std::io::Result<((u64, u64), Metadata)> {
+    let meta = if follow {
+        std::fs::metadata(path)?
+    } else {
+        std::fs::symlink_metadata(path)?
+    };
+    Ok(((meta.dev(), meta.ino()), meta))
+}
+
+/// How many names the file has.
+#[inline]
+pub fn nlink(_file: &File, meta: &Metadata) -> u64 {
+    meta.nlink()
+}
+
+#[inline]
+pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[inline]
+pub fn write_all_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+}
 
 /// stat (`follow`) or lstat of `name` in the directory `dir`, answering whether it is a
 /// symlink.

@@ -28,8 +28,7 @@ pub(super) struct Watch {
 }
 
 pub(super) fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+    sys::path_key(dir, true).ok().map(|(id, _)| id)
 }
 
 /// How often a dropped directory watch that waiters still count on is tried again.
@@ -267,7 +266,7 @@ impl Service {
                     });
                 // Only this thread closes pid handles (below), so theirs stay valid while
                 // it waits without the state's lock.
-                let pids: Vec<(i32, std::os::fd::RawFd)> = st
+                let pids: Vec<(i32, sys::RawPidFd)> = st
                     .pidfds
                     .iter()
                     .map(|(pid, fd)| (*pid, sys::raw_pid_fd(fd)))
@@ -287,7 +286,7 @@ impl Service {
             // `.owners` deleted: the whole directory may have gone (`rm -rf`).
             let suspect: Vec<i32> = changed_entries
                 .iter()
-                .filter(|(_, name)| name.as_bytes() == OWNER_FILE_NAME.as_bytes())
+                .filter(|(_, name)| name.as_encoded_bytes() == OWNER_FILE_NAME.as_bytes())
                 .map(|(wd, _)| *wd)
                 .collect();
             let mut whole_dirs: HashSet<PathBuf> = self
