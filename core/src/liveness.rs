@@ -368,6 +368,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(target_os = "linux"), ignore = "needs start times from /proc")]
     #[cfg_attr(
         not(kernel_locks),
         ignore = "needs byte locks owned by an open file (Linux OFD)"

@@ -465,6 +465,10 @@ fn a_blind_first_claim_judges_whatever_it_finds_like_a_looking_one() {
 
 #[test]
 #[cfg_attr(
+    windows,
+    ignore = "no published spare is kept on Windows (sys::KEEP_PUBLISHED_SPARE)"
+)]
+#[cfg_attr(
     not(kernel_locks),
     ignore = "needs byte locks owned by an open file (Linux OFD)"
 )]

@@ -401,3 +401,23 @@ impl Notifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_files_have_distinct_keys_and_names_of_one_file_share_it() {
+        let dir = crate::test_support::TempDir::new("win-keys");
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::fs::write(&a, b"a").unwrap();
+        std::fs::write(&b, b"b").unwrap();
+        std::fs::hard_link(&a, dir.path().join("a2")).unwrap();
+        let key = |p: &Path| path_key(p, false).unwrap().0;
+        assert_ne!(key(&a), key(&b));
+        assert_eq!(key(&a), key(&dir.path().join("a2")));
+        let file = File::open(&a).unwrap();
+        assert_eq!(nlink(&file, &file.metadata().unwrap()), 2);
+    }
+}

@@ -204,6 +204,7 @@ fn a_holder_letting_go_of_its_kernel_byte_wakes_the_waiter() {
 }
 
 #[test]
+#[cfg_attr(windows, ignore = "spawns the Unix `sleep`")]
 #[cfg_attr(not(pid_watch), ignore = "needs process-exit handles (pidfd)")]
 fn a_holder_pid_exiting_wakes_the_waiter() {
     let dir = TempDir::new("wait-pid");
@@ -413,6 +414,7 @@ fn a_pause_that_ends_behind_a_paused_waiter_leaves_it_listening_in_its_place() {
 }
 
 #[test]
+#[cfg_attr(windows, ignore = "spawns the Unix `true`")]
 #[cfg_attr(not(pid_watch), ignore = "needs process-exit handles (pidfd)")]
 fn a_holder_pid_already_gone_wakes_the_waiter_at_once() {
     let dir = TempDir::new("wait-gone");
