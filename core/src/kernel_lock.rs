@@ -265,7 +265,7 @@ pub fn owner_file_for_judging(dir: &Path, named: Option<FileId>) -> Option<Arc<O
         }
     }
     let opened = Arc::new(OwnerFile::open_to_judge(dir)?);
-    if named.is_some() && opened.id() == named {
+    if sys::KEEP_FILES_OPEN && named.is_some() && opened.id() == named {
         let mut kept = judging_files();
         // The name's previous file, if kept, is no longer what the name opens.
         kept.retain(|f| f.path != opened.path);

@@ -369,6 +369,11 @@ impl Spare {
     }
 
     fn keep(self, target: &LockTarget) {
+        if !sys::KEEP_FILES_OPEN {
+            // Its own name goes: a published claim has one name and no handle of ours.
+            self.discard();
+            return;
+        }
         let mut pool = spares();
         if pool.len() >= MAX_SPARES && !pool.contains_key(target.path.as_os_str()) {
             let victim = pool.keys().next().cloned();
@@ -431,12 +436,7 @@ fn publish_from(target: &LockTarget, mut spare: Spare, bytes: &[u8]) -> Result<b
         // made (a backup restored, a copy renamed into place), that name may be another
         // file with old bytes. Only our very inode, now linked twice, is a claim of ours.
         Ok(()) if linked_twice(&spare.file) => {
-            if sys::KEEP_PUBLISHED_SPARE {
-                spare.keep(target);
-            } else {
-                // Its own name goes, so the lockfile has one name and no handle of ours.
-                spare.discard();
-            }
+            spare.keep(target);
             Ok(true)
         }
         Ok(()) => {
@@ -594,7 +594,7 @@ mod tests {
     #[test]
     #[cfg_attr(
         windows,
-        ignore = "no published spare is kept on Windows (sys::KEEP_PUBLISHED_SPARE)"
+        ignore = "no spare is kept open on Windows (sys::KEEP_FILES_OPEN)"
     )]
     fn a_claim_publishes_only_the_file_it_wrote_when_the_directory_was_replaced() {
         let dir = TempDir::new("io-swapped");
@@ -626,7 +626,7 @@ mod tests {
     #[test]
     #[cfg_attr(
         windows,
-        ignore = "no published spare is kept on Windows (sys::KEEP_PUBLISHED_SPARE)"
+        ignore = "no spare is kept open on Windows (sys::KEEP_FILES_OPEN)"
     )]
     fn our_own_publication_is_read_through_the_spare_and_only_while_it_is_in_place() {
         let dir = TempDir::new("io-own");
@@ -701,7 +701,7 @@ mod tests {
     #[test]
     #[cfg_attr(
         windows,
-        ignore = "no published spare is kept on Windows (sys::KEEP_PUBLISHED_SPARE)"
+        ignore = "no spare is kept open on Windows (sys::KEEP_FILES_OPEN)"
     )]
     fn a_spare_whose_name_was_swept_is_replaced_at_the_next_claim() {
         let dir = TempDir::new("io-swept-spare");

@@ -466,7 +466,7 @@ fn a_blind_first_claim_judges_whatever_it_finds_like_a_looking_one() {
 #[test]
 #[cfg_attr(
     windows,
-    ignore = "no published spare is kept on Windows (sys::KEEP_PUBLISHED_SPARE)"
+    ignore = "no spare is kept open on Windows (sys::KEEP_FILES_OPEN)"
 )]
 #[cfg_attr(
     not(kernel_locks),

@@ -34,7 +34,7 @@ pub mod unix;
 pub use unix::{
     checked_open, errno, file_key, hostname, nlink, nofollow_options, os_str_from_encoded,
     path_key, pid_is_gone, read_at, write_all_at, FLAGS_RDWR_CREATE, FLAGS_READ,
-    FLAGS_READ_NONBLOCK, KEEP_PUBLISHED_SPARE, O_NONBLOCK,
+    FLAGS_READ_NONBLOCK, KEEP_FILES_OPEN, O_NONBLOCK,
 };
 
 #[cfg(windows)]

@@ -20,9 +20,10 @@ pub fn nofollow_options(extra: libc::c_int) -> OpenOptions {
 /// `O_NONBLOCK`: opening a FIFO does not wait for a writer.
 pub const O_NONBLOCK: libc::c_int = libc::O_NONBLOCK;
 
-/// Whether a spare stays open while it is published at the lock path (see
-/// `lockfile_io::Spare`): on Unix a file open here can still be renamed over and deleted.
-pub const KEEP_PUBLISHED_SPARE: bool = true;
+/// Whether files are kept open between calls (spares in `lockfile_io`, owner files for
+/// judging in `kernel_lock`): on Unix an open file can still be renamed over and deleted,
+/// and its directory removed.
+pub const KEEP_FILES_OPEN: bool = true;
 
 /// Open flags for [`crate::paths::open_without_symlinks`].
 pub const FLAGS_READ: libc::c_int = libc::O_RDONLY;

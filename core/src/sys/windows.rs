@@ -40,10 +40,11 @@ use windows_sys::Win32::System::IO::OVERLAPPED;
 /// Byte-range locks owned by a handle.
 pub const KERNEL_BYTE_LOCKS: bool = true;
 
-/// A file open here cannot be renamed over (a refresh) while it is open, unless the file
-/// system and Windows version offer POSIX semantics; so a published claim keeps no handle
-/// and no second name of ours: each claim publishes from a new file.
-pub const KEEP_PUBLISHED_SPARE: bool = false;
+/// A file open here cannot be renamed over (a refresh) while it is open, and a deleted
+/// file that is still open keeps its directory from being removed (unless the file system
+/// and Windows version offer POSIX semantics); so no file is kept open between calls: each
+/// claim publishes from a new file, and each judgement opens the owner file anew.
+pub const KEEP_FILES_OPEN: bool = false;
 
 /// `ERROR_DIRECTORY_NOT_SUPPORTED`, which libuv reports as EISDIR: what opening a
 /// directory as a file answers here (Windows itself says access denied).
