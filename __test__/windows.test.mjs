@@ -118,7 +118,7 @@ describe('cross-platform', () => {
     }
   })
 
-  it('4 processes x 200 cycles: no overlap, no lost update', { timeout: 240_000 }, async () => {
+  it('4 processes x 200 cycles: no overlap, no lost update', { timeout: 240_000 }, async (t) => {
     const cwd = workspace('xp-mutex')
     const counter = path.join(cwd, 'xp-counter')
     fs.writeFileSync(counter, '0')
@@ -128,7 +128,9 @@ describe('cross-platform', () => {
     for (const k of kids) k.send('go')
     const summaries = await Promise.all(kids.map((k) => k.nextLine(200_000).then((l) => JSON.parse(l))))
     const exits = await Promise.all(kids.map((k) => k.exited))
-    const report = JSON.stringify({ summaries, exits, ms: Date.now() - started, stderr: kids.map((k) => k.stderr()).filter(Boolean) })
+    const ms = Date.now() - started
+    const report = JSON.stringify({ summaries, exits, ms, stderr: kids.map((k) => k.stderr()).filter(Boolean) })
+    t.diagnostic(`800 cycles in ${ms} ms`)
     for (const s of summaries) {
       assert.equal(s.cycles, 200, report)
       assert.equal(s.overlaps, 0, report)
@@ -138,7 +140,7 @@ describe('cross-platform', () => {
     assert.equal(isWorkspaceBusy(cwd), undefined)
   })
 
-  it('a holder killed while holding (TerminateProcess on Windows) is recovered at once', { timeout: 60_000 }, async () => {
+  it('a holder killed while holding (TerminateProcess on Windows) is recovered at once', { timeout: 60_000 }, async (t) => {
     const cwd = workspace('xp-kill')
     const holder = startChild('xp-cycler.mjs', [cwd, 'hold'], { timeoutMs: 50_000 })
     assert.equal(await holder.nextLine(30_000), 'HELD')
@@ -150,6 +152,7 @@ describe('cross-platform', () => {
     holder.kill('SIGKILL')
     const handle = await waiting
     const ms = Date.now() - killedAt
+    t.diagnostic(`recovered ${ms} ms after the kill`)
     try {
       assert.ok(ms < 1000, `recovered ${ms} ms after the kill`)
       assert.equal(isWorkspaceBusy(cwd), 'next')
