@@ -576,6 +576,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        windows,
+        ignore = "no spare is kept open on Windows (sys::KEEP_FILES_OPEN)"
+    )]
     fn publish_appears_whole_and_refuses_to_overwrite() {
         let dir = TempDir::new("io-publish");
         let t = target(&dir);

@@ -416,6 +416,10 @@ fn original_record(goal: &str, alive: bool) -> String {
 
 #[test]
 #[cfg_attr(
+    windows,
+    ignore = "no spare is kept open on Windows (sys::KEEP_FILES_OPEN)"
+)]
+#[cfg_attr(
     not(kernel_locks),
     ignore = "needs byte locks owned by an open file (Linux OFD)"
 )]
