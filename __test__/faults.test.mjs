@@ -108,6 +108,22 @@ async function handOver(holder, waiter) {
 const counterOf = (cwd) => fs.readFileSync(path.join(cwd, 'fault-counter'), 'utf8')
 const heartbeatOf = (lockPath) => JSON.parse(fs.readFileSync(lockPath, 'utf8')).heartbeat
 
+/** What `waiter` sees: the holder's record, and its verdict (the holder, alive). */
+async function waiterSeesHolder(waiter) {
+  const look = await waiter.ask('look')
+  const seen = JSON.stringify(look)
+  assert.equal(look.goalId, 'holder', `the lockfile is no longer the holder's: ${seen}; ${waiter.report()}`)
+  assert.equal(look.busy, 'holder', `the waiter judges the live holder's lock free: ${seen}`)
+  assert.equal(look.status?.state, 'held', `the waiter's inspect: ${seen}`)
+  return look
+}
+
+/** The test process judges the live holder alive. */
+function busyHere(cwd, opts) {
+  const busy = isWorkspaceBusy(cwd, opts)
+  if (busy !== 'holder') assert.fail(`isWorkspaceBusy(${JSON.stringify(opts ?? {})}) = ${busy} for a live holder; inspect: ${JSON.stringify(inspectWorkspaceLock(cwd, opts))}`)
+}
+
 /** Watches, every `every` ms for `forMs`, that the waiter waits and `judge()` passes. */
 async function holdsFor(forMs, waiter, judge, every = 50) {
   const until = Date.now() + forMs
@@ -175,18 +191,14 @@ describe('wall-clock steps (libfaketime; the monotonic clock left alone)', () =>
       await assertClockAhead(holder, 120_000)
       await assertClockAhead(waiter, 120_000)
       // The waiter now sees a heartbeat 2 minutes old, 12x its heartbeatStaleMs, and must wait.
-      const look = await waiter.ask('look')
+      const look = await waiterSeesHolder(waiter)
       assert.equal(look.heartbeat, beat, `the holder beat again before the waiter looked: ${JSON.stringify(look)}`)
       assert.ok(look.now - look.heartbeat > 100_000, `heartbeat only ${look.now - look.heartbeat} ms old to the waiter`)
-      assert.equal(look.busy, 'holder', JSON.stringify(look))
-      assert.equal(look.status.state, 'held', JSON.stringify(look))
       // Through the holder's next beat (with the stepped clock) and beyond.
-      const looks = await holdsFor(3500, waiter, async () => {
-        assert.equal(isWorkspaceBusy(cwd), 'holder')
-      })
+      const looks = await holdsFor(3500, waiter, async () => busyHere(cwd))
       assert.ok(looks > 20)
       assert.ok(heartbeatOf(lockPath) > Date.now() + 100_000, 'the holder refreshes with its stepped clock')
-      assert.equal((await waiter.ask('look')).busy, 'holder')
+      await waiterSeesHolder(waiter)
       await handOver(holder, waiter)
       assert.equal(counterOf(cwd), '2')
     } finally {
@@ -207,15 +219,11 @@ describe('wall-clock steps (libfaketime; the monotonic clock left alone)', () =>
       waiter = goal(cwd, { goalId: 'waiter', heartbeatStaleMs: STALE, pollMs: 50 }, { env: clock.env })
       await waiter.waitFor('waiting')
       await assertClockAhead(waiter, 3_600_000)
-      const look = await waiter.ask('look')
+      const look = await waiterSeesHolder(waiter)
       assert.ok(look.now - look.heartbeat > 3_500_000, `heartbeat only ${look.now - look.heartbeat} ms old to the waiter`)
-      assert.equal(look.busy, 'holder', JSON.stringify(look))
-      assert.equal(look.status.state, 'held', JSON.stringify(look))
-      const looks = await holdsFor(1500, waiter, async () => {
-        assert.equal(isWorkspaceBusy(cwd), 'holder')
-      })
+      const looks = await holdsFor(1500, waiter, async () => busyHere(cwd))
       assert.ok(looks > 10)
-      assert.equal((await waiter.ask('look')).busy, 'holder')
+      await waiterSeesHolder(waiter)
       await handOver(holder, waiter)
       assert.equal(counterOf(cwd), '2')
     } finally {
@@ -234,9 +242,8 @@ describe('wall-clock steps (libfaketime; the monotonic clock left alone)', () =>
       await assertClockAhead(holder, 3_600_000)
       waiter = goal(cwd, { goalId: 'waiter', heartbeatStaleMs: 10_000, pollMs: 60_000 })
       await waiter.waitFor('waiting')
-      const look = await waiter.ask('look')
+      const look = await waiterSeesHolder(waiter)
       assert.ok(look.heartbeat - look.now > 3_500_000, `the heartbeat is not in the waiter's future: ${JSON.stringify(look)}`)
-      assert.equal(look.busy, 'holder')
       await sleep(100)
       const t0 = process.hrtime.bigint()
       holder.kill('SIGKILL')
@@ -316,14 +323,24 @@ describe('a full or read-only disk under the locks directory', () => {
     assert.ok(err.message.includes(code), err.message)
     const busyMessage = `workspace busy: cwd=${cwd} held by goalId=holder (pid=${holder.pid})`
     const looks = await holdsFor(STALE * 5, waiter, async () => {
-      assert.equal(isWorkspaceBusy(cwd), 'holder')
-      assert.equal(isWorkspaceBusy(cwd, { heartbeatStaleMs: STALE }), 'holder')
+      busyHere(cwd)
+      busyHere(cwd, { heartbeatStaleMs: STALE })
       await assert.rejects(acquireWorkspaceLock(cwd, 'try', { failOnWorkspaceBusy: true, heartbeatStaleMs: STALE }), (e) => {
         assert.equal(e.message, busyMessage, `a try-lock failed otherwise: ${e.code} ${e.message}`)
         return true
       })
     }, 100)
     assert.ok(looks >= 10)
+    // A fresh process (nothing of the locks directory open yet) tries too: busy, not the disk's error.
+    const trier = goal(cwd, { goalId: 'trier', heartbeatStaleMs: STALE, failOnWorkspaceBusy: true })
+    try {
+      const rejected = await trier.waitFor((l) => /^(rejected|held) /.test(l), { what: 'the try-lock of a fresh process' })
+      assert.match(rejected, /^rejected /, `a try-lock took the live holder's lock: ${trier.report()}`)
+      assert.equal(JSON.parse(rejected.slice('rejected '.length)).message, busyMessage, trier.report())
+      assert.deepEqual(await trier.exited, { code: 0, signal: null }, trier.report())
+    } finally {
+      trier.kill()
+    }
     // Not vacuous: the heartbeat on file really is stale by now, and the retries go on.
     const status = inspectWorkspaceLock(cwd, { heartbeatStaleMs: STALE })
     assert.equal(status.state, 'held', JSON.stringify(status))
@@ -331,7 +348,8 @@ describe('a full or read-only disk under the locks directory', () => {
     const later = await holder.ask('error')
     assert.equal(later?.code, code, JSON.stringify(later))
     assert.ok(later.attempts >= err.attempts + 4, `refresh retried ${later.attempts - err.attempts} times in ${STALE * 5} ms`)
-    assert.equal((await waiter.ask('look')).busy, 'holder')
+    await waiterSeesHolder(waiter)
+    return later
   }
 
   it('the tmpfs fills up while held: the holder is told (ENOSPC) and keeps the lock; a try-lock says busy; 0 overlaps', { timeout: 30_000, skip: missing }, async (t) => {
@@ -350,7 +368,7 @@ describe('a full or read-only disk under the locks directory', () => {
       waiter = goal(cwd, { goalId: 'waiter', heartbeatStaleMs: STALE, pollMs: 50 })
       await waiter.waitFor('waiting')
       const { filler } = fill(lockDir)
-      await heldThroughout(cwd, holder, waiter, lockDir, STALE, 'ENOSPC')
+      t.diagnostic(`heartbeatError: ${JSON.stringify(await heldThroughout(cwd, holder, waiter, lockDir, STALE, 'ENOSPC'))}`)
       // Space again: the next retry refreshes, and the error is gone.
       fs.unlinkSync(filler)
       fs.rmSync(path.join(lockDir, 'one-more'), { force: true })
@@ -360,6 +378,8 @@ describe('a full or read-only disk under the locks directory', () => {
       assert.ok(status.heartbeatAgeMs < STALE, `heartbeat ${status.heartbeatAgeMs} ms old after the disk had space again`)
       await handOver(holder, waiter)
       assert.equal(counterOf(cwd), '2')
+      // The failed refreshes left no temp files behind, and no lock.
+      assert.deepEqual(fs.readdirSync(lockDir).filter((f) => /\.(lock|claim|evicted)$/.test(f)), [])
     } finally {
       holder?.kill()
       waiter?.kill()
@@ -388,7 +408,7 @@ describe('a full or read-only disk under the locks directory', () => {
       const remount = run('mount', ['-o', 'remount,ro', lockDir])
       if (remount.status !== 0) {
         assert.match(remount.stderr, /busy/i, `mount -o remount,ro failed otherwise: ${remount.stderr}`)
-        how = 'bind,ro'
+        how = `a read-only bind mount (mount -o remount,ro: ${remount.stderr.trim().split('\n')[0]})`
         const bind = run('mount', ['--bind', lockDir, lockDir])
         assert.equal(bind.status, 0, `mount --bind: ${bind.stderr}`)
         const ro = run('mount', ['-o', 'remount,ro,bind', lockDir])
@@ -397,13 +417,15 @@ describe('a full or read-only disk under the locks directory', () => {
       }
       t.diagnostic(`read-only by ${how}`)
       assert.throws(() => fs.writeFileSync(path.join(lockDir, 'probe'), 'x'), { code: 'EROFS' })
-      await heldThroughout(cwd, holder, waiter, lockDir, STALE, 'EROFS')
+      t.diagnostic(`heartbeatError: ${JSON.stringify(await heldThroughout(cwd, holder, waiter, lockDir, STALE, 'EROFS'))}`)
       // Writable again: the next retry refreshes, and the error is gone.
       const rw = run('mount', back)
       assert.equal(rw.status, 0, `mount ${back.join(' ')}: ${rw.stderr}`)
       await heartbeatErrorBecomes(holder, undefined, 2000)
       await handOver(holder, waiter)
       assert.equal(counterOf(cwd), '2')
+      // The failed refreshes left no temp files behind, and no lock.
+      assert.deepEqual(fs.readdirSync(lockDir).filter((f) => /\.(lock|claim|evicted)$/.test(f)), [])
     } finally {
       holder?.kill()
       waiter?.kill()
@@ -425,14 +447,12 @@ describe('a stopped holder (SIGSTOP)', () => {
     await waiter.waitFor('waiting')
     await sleep(50)
     holder.kill('SIGSTOP')
-    const looks = await holdsFor(STALE * 3, waiter, async () => {
-      assert.equal(isWorkspaceBusy(cwd, { heartbeatStaleMs: STALE }), 'holder')
-    })
+    const looks = await holdsFor(STALE * 3, waiter, async () => busyHere(cwd, { heartbeatStaleMs: STALE }))
     assert.ok(looks >= 10)
     const status = inspectWorkspaceLock(cwd, { heartbeatStaleMs: STALE })
     assert.equal(status.state, 'held', JSON.stringify(status))
     assert.ok(status.heartbeatAgeMs > STALE * 2, `heartbeat only ${status.heartbeatAgeMs} ms old: was the holder stopped?`)
-    assert.equal(waiter.has('held'), false, waiter.report())
+    await waiterSeesHolder(waiter)
     return { cwd, holder, waiter }
   }
 

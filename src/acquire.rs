@@ -118,7 +118,7 @@ struct Settling {
 /// Longer than the original's read, judge, unlink and create of a stale lock (which runs in
 /// one turn of its event loop) even on a loaded machine: a claim of ours still in place
 /// after it was not replaced by one of those.
-const SETTLE: Duration = Duration::from_millis(100);
+const SETTLE: Duration = Duration::from_millis(50);
 
 fn is_aborted(env: Env, signal: Option<JsValue>) -> JsResult<bool> {
     let Some(signal) = signal else {
@@ -168,7 +168,8 @@ fn attempt(
             let refresh = callbacks.judge.now.is_none();
             let reclaimed = claim.reclaimed.clone();
             // The original unlinks whatever is at the path once it judged the lock stale:
-            // a takeover it may be racing is confirmed before it counts, then watched closely.
+            // a takeover it may be racing is confirmed before it counts (and every claim is
+            // watched closely at first, see HeldLock::hold).
             let settle = !request.injected
                 && reclaimed.as_ref().is_some_and(|r| {
                     original_may_also_reclaim(
@@ -177,13 +178,7 @@ fn attempt(
                         request.heartbeat_stale_ms,
                     )
                 });
-            let held = HeldLock::hold_watching(
-                *claim,
-                refresh,
-                request.heartbeat_stale_ms,
-                on_lost,
-                settle,
-            )?;
+            let held = HeldLock::hold(*claim, refresh, request.heartbeat_stale_ms, on_lost)?;
             let settling = Settling {
                 lease,
                 held,

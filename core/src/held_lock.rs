@@ -65,37 +65,30 @@ pub struct HeldLock {
     /// False when the caller injected a clock: that clock owns time, we do not write it.
     refresh: bool,
     interval: Duration,
-    /// Until when the lockfile is checked every [`CLOSE_WATCH`]: after taking over a stale
-    /// lock, which a process of the original module may be replacing at the same moment.
+    /// Until when the lockfile is checked every [`CLOSE_WATCH`] (see [`HeldLock::hold`]).
     close_watch_until: Option<Instant>,
     on_lost: Option<LostCallback>,
 }
 
-/// How often a lock just taken over from a stale holder is checked, and for how long.
+/// How often a lock just claimed is checked, and for how long.
 pub const CLOSE_WATCH: Duration = Duration::from_millis(50);
 pub const CLOSE_WATCH_FOR: Duration = Duration::from_secs(2);
+
+/// How late a beat may be, so that beats due close together are served by one wake-up.
+const BEAT_SLACK: Duration = Duration::from_millis(10);
 
 impl HeldLock {
     /// Starts watching (and, with `refresh`, refreshing) a claim until it is released.
     /// No lock without a heartbeat: if the heartbeat thread cannot be started, the claim is
     /// released again and the error says why.
+    /// For the first [`CLOSE_WATCH_FOR`] the lockfile is checked every [`CLOSE_WATCH`]: a
+    /// process of the original module that judged the lock stale just before we claimed it
+    /// unlinks whatever is there, our claim included, and the loss is reported at once.
     pub fn hold(
         claim: Claimed,
         refresh: bool,
         heartbeat_stale_ms: f64,
         on_lost: Option<LostCallback>,
-    ) -> Result<Arc<HeldLock>, LockError> {
-        HeldLock::hold_watching(claim, refresh, heartbeat_stale_ms, on_lost, false)
-    }
-
-    /// [`HeldLock::hold`]; with `closely`, the lockfile is checked every [`CLOSE_WATCH`] for
-    /// the first [`CLOSE_WATCH_FOR`], so that a loss is reported at once.
-    pub fn hold_watching(
-        claim: Claimed,
-        refresh: bool,
-        heartbeat_stale_ms: f64,
-        on_lost: Option<LostCallback>,
-        closely: bool,
     ) -> Result<Arc<HeldLock>, LockError> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let held = Arc::new(HeldLock {
@@ -108,7 +101,7 @@ impl HeldLock {
             }),
             refresh,
             interval: refresh_interval(heartbeat_stale_ms),
-            close_watch_until: closely.then(|| Instant::now() + CLOSE_WATCH_FOR),
+            close_watch_until: Some(Instant::now() + CLOSE_WATCH_FOR),
             on_lost,
         });
         if let Err(e) = service().add(held.clone()) {
@@ -143,6 +136,11 @@ impl HeldLock {
         };
         self.report_loss(&lost_reason);
         false
+    }
+
+    /// How late its beats may be: a little, and far less than its interval.
+    fn slack(&self) -> Duration {
+        (self.interval / 4).min(BEAT_SLACK)
     }
 
     /// The wait before the next beat: the usual interval, or less while watched closely.
@@ -338,9 +336,10 @@ impl Service {
             s.thread_started = true;
         }
         let due = Instant::now() + held.next_beat(held.interval);
+        let held_slack = held.slack();
         s.due.push(Reverse((due, held.id)));
         s.held.insert(held.id, held);
-        if s.wakes_at.is_none_or(|at| at > due) {
+        if s.wakes_at.is_none_or(|at| at > due + held_slack) {
             self.wake.notify_one();
         }
         Ok(())
@@ -364,6 +363,10 @@ impl Service {
                 Some((at, id)) => {
                     let now = Instant::now();
                     if at > now {
+                        // Beats due close together share one wake-up: a thread switch per
+                        // acquire/release cycle would cost more than the cycle.
+                        let slack = s.held.get(&id).map_or(BEAT_SLACK, |h| h.slack());
+                        let at = at + slack;
                         s.wakes_at = Some(at);
                         s = self
                             .wake
