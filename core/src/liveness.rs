@@ -368,10 +368,9 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(not(target_os = "linux"), ignore = "needs start times from /proc")]
     #[cfg_attr(
-        not(kernel_locks),
-        ignore = "needs byte locks owned by an open file (Linux OFD)"
+        not(all(kernel_locks, target_os = "linux")),
+        ignore = "needs byte locks owned by an open file and start times from /proc (Linux)"
     )]
     fn enhanced_judge_counts_the_byte_only_in_the_owner_file_the_record_names() {
         let dir = TempDir::new("liveness-owner-file");

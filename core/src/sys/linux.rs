@@ -195,7 +195,7 @@ impl Notifier {
     }
 
     /// A handle that becomes ready when `pid` exits.
-    pub fn watch_pid(pid: i32) -> PidHandle<PidFd> {
+    pub fn watch_pid(&self, pid: i32) -> PidHandle<PidFd> {
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
         let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
         match new_fd(raw) {

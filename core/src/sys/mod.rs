@@ -51,6 +51,10 @@ pub use linux::*;
 mod generic;
 #[cfg(all(unix, any(not(target_os = "linux"), feature = "generic-unix")))]
 pub use generic::*;
+#[cfg(all(target_os = "linux", feature = "generic-unix"))]
+mod pipe_notifier;
+#[cfg(all(target_os = "linux", feature = "generic-unix"))]
+pub use pipe_notifier::*;
 
 #[cfg(target_os = "linux")]
 mod procfs;
@@ -82,6 +86,9 @@ pub struct Events {
     pub overflowed: bool,
     /// Pids whose exit handle fired.
     pub exited: Vec<i32>,
+    /// Watches whose directory changed without naming the entry (kqueue): every waiter of
+    /// that directory looks.
+    pub dirs_changed: Vec<i32>,
 }
 
 /// What asking for a process-exit handle gave.

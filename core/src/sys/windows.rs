@@ -358,7 +358,7 @@ impl Notifier {
     pub fn rm_watch(&self, _wd: i32) {}
 
     /// A handle that is signalled when `pid` exits.
-    pub fn watch_pid(pid: i32) -> PidHandle<PidFd> {
+    pub fn watch_pid(&self, pid: i32) -> PidHandle<PidFd> {
         let Ok(id) = u32::try_from(pid) else {
             return PidHandle::Gone;
         };

@@ -184,7 +184,7 @@ impl Service {
                 if st.pidfds.contains_key(pid) {
                     return;
                 }
-                match sys::Notifier::watch_pid(*pid) {
+                match self.notifier.watch_pid(*pid) {
                     PidHandle::Watching(fd) => {
                         st.pidfds.insert(*pid, fd);
                     }
@@ -277,6 +277,7 @@ impl Service {
             let mut fired: Vec<(WaitId, WakeReason)> = Vec::new();
             let mut expired: Vec<WaitId> = Vec::new();
             let changed_entries = events.entries;
+            let dirs_changed = events.dirs_changed;
             let whole = events.whole;
             let mut st = self.lock();
             // Directories whose every entry may have changed unseen: those whose watch the
@@ -325,6 +326,7 @@ impl Service {
                                 changed_entries
                                     .iter()
                                     .any(|(e, n)| *e == wd && *n == w.name)
+                                    || dirs_changed.contains(&wd)
                             })
                     }
                     // A pause that ended: look again, as after a change.
