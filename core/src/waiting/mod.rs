@@ -11,7 +11,8 @@
 //! The callback runs on the watcher thread and must be quick (it hands off to JavaScript).
 //!
 //! Here: the waiters and their turns (who of a lock path's waiters looks, shared looks);
-//! in [`line`] the order of this process's acquisitions; in [`pauses`] the contention pauses;
+//! in [`line`] the order of this process's acquisitions; in [`park`] what a busy acquisition
+//! waits for; in [`pauses`] the contention pauses;
 //! in `watcher` the thread and its watches over the platform layer ([`crate::sys`]).
 
 use std::collections::{HashMap, HashSet};
@@ -359,10 +360,12 @@ impl State {
 }
 
 mod line;
+mod park;
 mod pauses;
 mod watcher;
 
 pub use line::*;
+pub use park::*;
 pub use pauses::*;
 use watcher::*;
 
