@@ -30,6 +30,11 @@ export interface WorkspaceLockHandle {
   readonly compromised?: boolean;
   /** (non-enumerable) What replaced our lockfile, once `compromised`. */
   readonly compromisedReason?: string | undefined;
+  /** (non-enumerable) While heartbeat refreshes fail (a full or read-only disk, an I/O
+   *  error): the last failure, with Node's `code`, `syscall`, `path`, plus `attempts` and
+   *  `since` (wall-clock ms of the first failure). `undefined` while refreshes work. The
+   *  lock stays held meanwhile. */
+  readonly heartbeatError?: (Error & { code?: string; syscall?: string; path?: string; attempts: number; since: number }) | undefined;
   /** (non-enumerable) The stale lock this acquisition took over, and why it was stale
    *  (`holder_dead`, `pid_recycled`, `heartbeat_stale` or `corrupt`). */
   readonly reclaimed?: { reason: string; goalId: unknown; pid: unknown } | undefined;
@@ -55,8 +60,10 @@ export interface AcquireWorkspaceLockOptions {
   pid?: number;
   /** Abort waiting when this signal aborts. */
   signal?: AbortSignal;
-  /** Called (once, never keeping the process alive) if the lockfile stops being ours while
-   *  held; the error has `code: "ECOMPROMISED"`. */
+  /** Called exactly once (never keeping the process alive) if the lockfile stops being ours
+   *  while held; the error has `code: "ECOMPROMISED"`. Called before `release()` returns
+   *  when the release finds the loss (or holds one not yet delivered), and at process exit
+   *  for a loss still pending then. */
   onCompromised?: (error: Error) => void;
 }
 
@@ -101,6 +108,9 @@ export interface WorkspaceLockStatus {
   record?: Partial<WorkspaceLockContents> & Record<string, unknown>;
   /** `now() - heartbeat`. */
   heartbeatAgeMs?: number;
+  /** `true` for a `held` lock proven alive (kernel lock or running pid) whose heartbeat is
+   *  older than `heartbeatStaleMs`: stopped, hung, or unable to write. */
+  heartbeatLate?: true;
   /** Age of the lockfile by its modification time (real clock). */
   ageMs?: number;
 }

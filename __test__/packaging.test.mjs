@@ -321,14 +321,16 @@ export async function useAll(cwd: string): Promise<string[]> {
   const handle: WorkspaceLockHandle = await acquireWorkspaceLock(cwd, "goal", opts);
   const fields: [string, string, string, number | undefined] = [handle.cwd, handle.goalId, handle.lockPath, handle.startTime];
   const extras: [boolean | undefined, string | undefined, string | undefined] = [handle.compromised, handle.compromisedReason, handle.reclaimed?.reason];
+  const refresh: [string | undefined, number | undefined] = [handle.heartbeatError?.code, handle.heartbeatError?.attempts];
   handle.release();
   const busy: string | undefined = isWorkspaceBusy(cwd, { startTimeResolver: resolver, heartbeatStaleMs: 1, now: () => 0 });
   const reclaimed: string[] = reclaimStaleLocks(lockPath, { heartbeatStaleMs: 1 });
   const status: WorkspaceLockStatus = inspectWorkspaceLock(cwd, { heartbeatStaleMs: 1 });
   const state: "free" | "held" | "stale" | "unreadable" = status.state;
+  const late: true | undefined = status.heartbeatLate;
   const all: WorkspaceLockStatus[] = inspectWorkspaceLocks(lockPath);
   const contents: WorkspaceLockContents = { pid: 1, startTime: fields[3], heartbeat: 0, goalId: fields[1], acquiredAt: "" };
-  return [busy ?? "", ...reclaimed, state, String(all.length), contents.goalId, String(extras[0])];
+  return [busy ?? "", ...reclaimed, state, String(all.length), contents.goalId, String(extras[0]), String(refresh[0]), String(late)];
 }
 `
     // What @types/node declares for the AbortSignal that index.d.ts names (the DOM lib would

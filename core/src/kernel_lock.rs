@@ -97,7 +97,7 @@ impl OwnerFile {
                 id: OnceLock::new(),
                 writable: true,
             })),
-            Err(e) if !create && e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) if !create && sys::errno(&e) == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(LockError::io(&e, "open", &path)),
         }
     }

@@ -15,7 +15,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 pub const CLAIM_SUFFIX: &str = ".claim";
 pub const EVICTED_SUFFIX: &str = ".evicted";
@@ -85,7 +85,7 @@ pub enum Observed {
 /// Which inode an entry is, and when it was last written: what tells one unreadable entry
 /// from another with the same bytes (an empty file is the original's claim not yet written,
 /// and a new one looks exactly like an old one). `rename()` changes neither.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Stamp {
     pub modified: SystemTime,
     pub dev: u64,
@@ -122,6 +122,25 @@ impl Observed {
         )
     }
 
+    /// Whether an entry judged by its age may still be a claim being written: younger than
+    /// `grace` by its modification time, and not seen unchanged by this process for `grace`
+    /// of the monotonic clock. The second rule keeps a wall clock stepped back (which makes
+    /// every mtime look recent) from keeping garbage "busy" for as long as the step.
+    pub fn is_young(&self, grace: Duration) -> bool {
+        let (Some(age), Some(stamp)) = (self.age(), self.stamp()) else {
+            return false;
+        };
+        age < grace && seen_unchanged_for(stamp) < grace
+    }
+
+    fn stamp(&self) -> Option<Stamp> {
+        match self {
+            Observed::File { stamp, .. } => *stamp,
+            Observed::NotAFile { stamp } => Some(*stamp),
+            _ => None,
+        }
+    }
+
     /// Same entry: used to check, under the mutex, that what was judged is still there.
     /// Records are told apart by their bytes (each names its writer and instant); entries
     /// judged by their age also by their inode and age, since the same bytes (none) can be
@@ -147,6 +166,25 @@ impl Observed {
             _ => false,
         }
     }
+}
+
+/// For how long (monotonic) this process has seen the unreadable entry `stamp` unchanged:
+/// zero at the first sight. A few dozen entries at most are remembered (unreadable lockfiles
+/// are rare and short-lived); the oldest sights go first.
+fn seen_unchanged_for(stamp: Stamp) -> Duration {
+    const MAX_SIGHTS: usize = 64;
+    static SIGHTS: OnceLock<Mutex<HashMap<Stamp, Instant>>> = OnceLock::new();
+    let mut sights = SIGHTS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    if sights.len() >= MAX_SIGHTS && !sights.contains_key(&stamp) {
+        if let Some(oldest) = sights.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k) {
+            sights.remove(&oldest);
+        }
+    }
+    now.saturating_duration_since(*sights.entry(stamp).or_insert(now))
 }
 
 /// Reads what is at `path` without following a symlink or blocking on a FIFO.
@@ -593,6 +631,30 @@ mod tests {
         assert_eq!(names.len(), 2, "the lockfile and one spare: {names:?}");
         assert!(names.iter().any(|n| n.ends_with(SPARE_SUFFIX)));
         drop_spares_of(&t);
+    }
+
+    #[test]
+    fn an_unreadable_entry_is_young_by_its_mtime_and_for_no_longer_than_the_grace_we_watch_it() {
+        let dir = TempDir::new("io-young");
+        let t = target(&dir);
+        let grace = Duration::from_millis(80);
+        fs::write(&t.path, b"").unwrap();
+        assert!(observe(&t.path).unwrap().is_young(grace), "just written");
+        // An mtime in the future (the wall clock stepped back since): young by its mtime,
+        // but not once we have watched it unchanged for the grace time.
+        let file = File::options().write(true).open(&t.path).unwrap();
+        let future = SystemTime::now() + Duration::from_secs(3600);
+        file.set_modified(future).unwrap();
+        assert!(observe(&t.path).unwrap().is_young(grace));
+        std::thread::sleep(grace + Duration::from_millis(20));
+        assert!(!observe(&t.path).unwrap().is_young(grace));
+        // Old by its mtime: not young at first sight.
+        file.set_modified(SystemTime::now() - Duration::from_secs(10))
+            .unwrap();
+        assert!(!observe(&t.path).unwrap().is_young(grace));
+        // A record with a heartbeat is judged by it, never by its age.
+        fs::write(&t.path, br#"{"heartbeat":1}"#).unwrap();
+        assert!(!observe(&t.path).unwrap().is_young(grace));
     }
 
     #[test]

@@ -32,8 +32,7 @@ const MAX_ROUNDS: usize = 32;
 /// Whether an entry judged by its age (empty, unparsable, not a file) is young enough to be
 /// a claim still being written, and so busy: the one rule for claims, sweeps and readers.
 pub fn is_being_written(seen: &Observed, heartbeat_stale_ms: f64) -> bool {
-    seen.age()
-        .is_some_and(|age| age < unreadable_grace(heartbeat_stale_ms))
+    seen.is_young(unreadable_grace(heartbeat_stale_ms))
 }
 
 pub fn unreadable_grace(heartbeat_stale_ms: f64) -> Duration {
@@ -116,7 +115,7 @@ fn decide<C: Claimant>(
     owners: Option<&OwnerFile>,
 ) -> Result<Decision, C::Error> {
     let judge_unreadable = |seen: &Observed| {
-        if seen.age().is_some_and(|age| age < grace) {
+        if seen.is_young(grace) {
             Decision::Busy(Busy::held_by(None))
         } else {
             Decision::Claim(Some(StaleReason::Corrupt))
@@ -578,10 +577,10 @@ pub fn reclaim_stale<E: From<LockError>>(
             } => match judge(r, owners.as_ref())? {
                 Verdict::Live => continue,
                 Verdict::Stale(reason) => reason,
-                Verdict::Malformed if seen.age().is_some_and(|a| a < grace) => continue,
+                Verdict::Malformed if seen.is_young(grace) => continue,
                 Verdict::Malformed => StaleReason::Corrupt,
             },
-            _ if seen.age().is_some_and(|a| a < grace) => continue,
+            _ if seen.is_young(grace) => continue,
             _ => StaleReason::Corrupt,
         };
         if owners.is_none() && !create_tried {
