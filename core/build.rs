@@ -18,7 +18,7 @@ fn main() {
     let generic = std::env::var_os("CARGO_FEATURE_GENERIC_UNIX").is_some();
     let offered: &[&str] = match os.as_str() {
         "linux" if !generic => &ALL,
-        "windows" => &["kernel_locks", "pid_watch"],
+        "windows" => &["kernel_locks", "dir_watch", "pid_watch"],
         _ => &[],
     };
     for cfg in offered {

@@ -3,39 +3,45 @@
 //! `GetFileInformationByHandle`, process handles for liveness and exit wake-ups, and
 //! Windows error codes mapped to the errno values Node reports (libuv's mapping).
 //!
-//! No directory-change watches yet: waiters wake when their holder's byte is freed (a
-//! helper thread blocked in `LockFileEx`), when a holder process of the original exits (its
-//! handle), or at `pollMs`.
+//! The watcher waits on `ReadDirectoryChangesW` reads of the locks directories (entries
+//! deleted or renamed), process handles of the original's holders, and its wake-up event;
+//! a holder of this package is watched through its byte (a helper thread blocked in
+//! `LockFileEx`); `pollMs` covers the rest.
 
 use super::{Events, LockKind, PidHandle};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata, OpenOptions};
 use std::os::windows::fs::{FileExt, OpenOptionsExt};
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::path::Path;
+use std::sync::Mutex;
 use windows_sys::Win32::Foundation::{
     CloseHandle, GetLastError, ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS, ERROR_BAD_NETPATH,
     ERROR_BAD_NET_NAME, ERROR_BUSY, ERROR_CANT_RESOLVE_FILENAME, ERROR_DIRECTORY,
     ERROR_DIR_NOT_EMPTY, ERROR_DISK_FULL, ERROR_FILENAME_EXCED_RANGE, ERROR_FILE_EXISTS,
     ERROR_FILE_NOT_FOUND, ERROR_HANDLE_DISK_FULL, ERROR_INVALID_DRIVE, ERROR_INVALID_HANDLE,
-    ERROR_INVALID_NAME, ERROR_INVALID_PARAMETER, ERROR_LOCK_VIOLATION, ERROR_NOT_ENOUGH_MEMORY,
-    ERROR_NOT_SAME_DEVICE, ERROR_NOT_SUPPORTED, ERROR_OUTOFMEMORY, ERROR_PATH_NOT_FOUND,
-    ERROR_SHARING_VIOLATION, ERROR_TOO_MANY_OPEN_FILES, ERROR_WRITE_PROTECT, HANDLE, STILL_ACTIVE,
-    WAIT_OBJECT_0,
+    ERROR_INVALID_NAME, ERROR_INVALID_PARAMETER, ERROR_IO_INCOMPLETE, ERROR_LOCK_VIOLATION,
+    ERROR_NOTIFY_ENUM_DIR, ERROR_NOT_ENOUGH_MEMORY, ERROR_NOT_SAME_DEVICE, ERROR_NOT_SUPPORTED,
+    ERROR_OUTOFMEMORY, ERROR_PATH_NOT_FOUND, ERROR_SHARING_VIOLATION, ERROR_TOO_MANY_OPEN_FILES,
+    ERROR_WRITE_PROTECT, HANDLE, STILL_ACTIVE, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Security::Cryptography::{
     BCryptGenRandom, BCRYPT_USE_SYSTEM_PREFERRED_RNG,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    GetFileInformationByHandle, LockFileEx, UnlockFileEx, BY_HANDLE_FILE_INFORMATION,
-    FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_OPEN_REPARSE_POINT, FILE_SHARE_DELETE, FILE_SHARE_READ,
-    FILE_SHARE_WRITE, LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY,
+    GetFileInformationByHandle, LockFileEx, ReadDirectoryChangesW, UnlockFileEx,
+    BY_HANDLE_FILE_INFORMATION, FILE_ACTION_REMOVED, FILE_ACTION_RENAMED_NEW_NAME,
+    FILE_ACTION_RENAMED_OLD_NAME, FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_OPEN_REPARSE_POINT,
+    FILE_FLAG_OVERLAPPED, FILE_LIST_DIRECTORY, FILE_NOTIFY_CHANGE_FILE_NAME,
+    FILE_NOTIFY_INFORMATION, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE,
+    LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY,
 };
 use windows_sys::Win32::System::Threading::{
-    CreateEventW, GetExitCodeProcess, OpenProcess, SetEvent, WaitForMultipleObjects,
+    CreateEventW, GetExitCodeProcess, OpenProcess, ResetEvent, SetEvent, WaitForMultipleObjects,
     WaitForSingleObject, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE,
 };
-use windows_sys::Win32::System::IO::OVERLAPPED;
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
 /// Byte-range locks owned by a handle.
 pub const KERNEL_BYTE_LOCKS: bool = true;
@@ -316,6 +322,164 @@ pub fn random_bytes(buf: &mut [u8]) -> bool {
     status == 0
 }
 
+/// One watched directory: its handle (opened for overlapped reads), the event its read
+/// signals, and the read in flight. Boxed, so that the kernel writes to memory that does not
+/// move while a read is pending.
+struct DirWatch {
+    dir: File,
+    event: OwnedHandle,
+    ov: OVERLAPPED,
+    buf: Vec<u32>,
+    pending: bool,
+}
+
+// SAFETY: the OVERLAPPED's raw pointer names this watch's own event; the watch moves between
+// threads only inside the notifier's mutex.
+unsafe impl Send for DirWatch {}
+
+/// What may free a lock: its entry deleted or renamed away, or replaced by a rename. New
+/// entries (a claim appearing) free none, as with inotify on Linux.
+const WATCHED_ACTIONS: [u32; 3] = [
+    FILE_ACTION_REMOVED,
+    FILE_ACTION_RENAMED_OLD_NAME,
+    FILE_ACTION_RENAMED_NEW_NAME,
+];
+
+impl DirWatch {
+    fn open(dir: &Path) -> Option<Box<DirWatch>> {
+        let handle = OpenOptions::new()
+            .access_mode(FILE_LIST_DIRECTORY)
+            .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE)
+            .custom_flags(FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OVERLAPPED)
+            .open(dir)
+            .ok()?;
+        // SAFETY: an unnamed manual-reset event, initially unsignalled; null on failure.
+        let raw = unsafe { CreateEventW(std::ptr::null(), 1, 0, std::ptr::null()) };
+        if raw.is_null() {
+            return None;
+        }
+        let mut watch = Box::new(DirWatch {
+            dir: handle,
+            // SAFETY: a new handle, owned by nobody else.
+            event: unsafe { OwnedHandle::from_raw_handle(raw) },
+            // SAFETY: plain old data; all-zero is its documented initial value.
+            ov: unsafe { std::mem::zeroed() },
+            buf: vec![0u32; 16 * 1024],
+            pending: false,
+        });
+        watch.read().then_some(watch)
+    }
+
+    /// Starts the next read of changes; `false` if the directory cannot be read any more.
+    fn read(&mut self) -> bool {
+        let event = self.event.as_raw_handle() as HANDLE;
+        // SAFETY: our own event handle.
+        unsafe { ResetEvent(event) };
+        // SAFETY: plain old data; all-zero is its documented initial value.
+        self.ov = unsafe { std::mem::zeroed() };
+        self.ov.hEvent = event;
+        // SAFETY: a directory handle opened for overlapped reads, a buffer and an OVERLAPPED
+        // owned by this boxed watch, which outlives the read (see `Drop`).
+        let ok = unsafe {
+            ReadDirectoryChangesW(
+                handle(&self.dir),
+                self.buf.as_mut_ptr().cast(),
+                (self.buf.len() * 4) as u32,
+                0,
+                FILE_NOTIFY_CHANGE_FILE_NAME,
+                std::ptr::null_mut(),
+                &mut self.ov,
+                None,
+            )
+        };
+        self.pending = ok != 0;
+        self.pending
+    }
+
+    /// Adds the changes of a completed read to `events` and starts the next read; `false`
+    /// when the watch no longer works (its directory went away). An overflowed read (no
+    /// record) reports every entry of the directory as changed.
+    fn collect(&mut self, wd: i32, events: &mut Events) -> bool {
+        if !self.pending {
+            return false;
+        }
+        let mut n = 0u32;
+        // SAFETY: the read's own handle and OVERLAPPED; no wait.
+        let done = unsafe { GetOverlappedResult(handle(&self.dir), &self.ov, &mut n, 0) };
+        if done == 0 {
+            // SAFETY: reads this thread's last error.
+            let err = unsafe { GetLastError() };
+            if err == ERROR_IO_INCOMPLETE {
+                return true;
+            }
+            self.pending = false;
+            if err == ERROR_NOTIFY_ENUM_DIR {
+                events.dirs_changed.push(wd);
+                return self.read();
+            }
+            return false;
+        }
+        self.pending = false;
+        if n == 0 {
+            events.dirs_changed.push(wd);
+        }
+        let bytes = (n as usize).min(self.buf.len() * 4);
+        let base = self.buf.as_ptr().cast::<u8>();
+        let header = std::mem::offset_of!(FILE_NOTIFY_INFORMATION, FileName);
+        let mut at = 0usize;
+        while at + header <= bytes {
+            // SAFETY: the kernel wrote a FILE_NOTIFY_INFORMATION at `at`, DWORD-aligned.
+            let info =
+                unsafe { std::ptr::read_unaligned(base.add(at).cast::<FILE_NOTIFY_INFORMATION>()) };
+            let len = info.FileNameLength as usize / 2;
+            if at + header + len * 2 > bytes {
+                break;
+            }
+            if WATCHED_ACTIONS.contains(&info.Action) {
+                let mut name = vec![0u16; len];
+                // SAFETY: `len` UTF-16 units of the name lie within the bytes written.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        base.add(at + header),
+                        name.as_mut_ptr().cast::<u8>(),
+                        len * 2,
+                    )
+                };
+                use std::os::windows::ffi::OsStringExt;
+                events
+                    .entries
+                    .push((wd, std::ffi::OsString::from_wide(&name)));
+            }
+            if info.NextEntryOffset == 0 {
+                break;
+            }
+            at += info.NextEntryOffset as usize;
+        }
+        self.read()
+    }
+}
+
+impl Drop for DirWatch {
+    fn drop(&mut self) {
+        if self.pending {
+            let mut n = 0u32;
+            // SAFETY: cancels this watch's own read, then waits for it to end, so that the
+            // buffer and OVERLAPPED are no longer written to when they are freed.
+            unsafe {
+                CancelIoEx(handle(&self.dir), &self.ov);
+                GetOverlappedResult(handle(&self.dir), &self.ov, &mut n, 1);
+            }
+        }
+    }
+}
+
+/// The watched directories, by their watch id.
+#[derive(Default)]
+struct DirWatches {
+    next: i32,
+    map: HashMap<i32, Box<DirWatch>>,
+}
+
 /// A process handle that is signalled when the process exits.
 pub type PidFd = OwnedHandle;
 pub type RawPidFd = RawHandle;
@@ -328,10 +492,16 @@ pub fn raw_pid_fd(fd: &PidFd) -> RawPidFd {
 /// holders beyond those are covered by `pollMs`.
 const MAX_PID_WAITS: usize = 63;
 
-/// The watcher's kernel objects: an auto-reset event to wake it.
+/// The watcher's kernel objects: an auto-reset event to wake it, and the directories it
+/// watches (`ReadDirectoryChangesW`, one overlapped read in flight each).
 pub struct Notifier {
     wake: Option<OwnedHandle>,
+    dirs: Mutex<DirWatches>,
 }
+
+/// At most this many directories are waited on at once (with the wake-up and the process
+/// handles, `WaitForMultipleObjects` takes 64): the others' waiters wake on `pollMs`.
+const MAX_DIR_WAITS: usize = 24;
 
 impl Notifier {
     pub fn open() -> Notifier {
@@ -340,6 +510,7 @@ impl Notifier {
         Notifier {
             // SAFETY: a new handle, owned by nobody else.
             wake: (!raw.is_null()).then(|| unsafe { OwnedHandle::from_raw_handle(raw) }),
+            dirs: Mutex::new(DirWatches::default()),
         }
     }
 
@@ -350,12 +521,31 @@ impl Notifier {
         }
     }
 
-    /// No directory watches yet on Windows (see the module's documentation).
-    pub fn add_watch(&self, _dir: &Path) -> Option<i32> {
-        None
+    fn watches(&self) -> std::sync::MutexGuard<'_, DirWatches> {
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn rm_watch(&self, _wd: i32) {}
+    /// Watches the entries of `dir` (deleted or renamed); `None` if it cannot be watched or
+    /// too many are.
+    pub fn add_watch(&self, dir: &Path) -> Option<i32> {
+        if self.watches().map.len() >= MAX_DIR_WAITS {
+            return None;
+        }
+        let watch = DirWatch::open(dir)?;
+        let mut dirs = self.watches();
+        dirs.next = dirs.next.wrapping_add(1).max(1);
+        let wd = dirs.next;
+        dirs.map.insert(wd, watch);
+        drop(dirs);
+        // The watcher waits on the new watch's event from its next turn.
+        self.poke();
+        Some(wd)
+    }
+
+    pub fn rm_watch(&self, wd: i32) {
+        let removed = self.watches().map.remove(&wd);
+        drop(removed);
+    }
 
     /// A handle that is signalled when `pid` exits.
     pub fn watch_pid(&self, pid: i32) -> PidHandle<PidFd> {
@@ -376,13 +566,22 @@ impl Notifier {
         PidHandle::Watching(unsafe { OwnedHandle::from_raw_handle(h) })
     }
 
-    /// Waits up to `timeout_ms` (-1: forever) for a poke or the exit of one of `pids`.
+    /// Waits up to `timeout_ms` (-1: forever) for a change in a watched directory, a poke
+    /// or the exit of one of `pids`.
     pub fn wait(&self, pids: &[(i32, RawPidFd)], timeout_ms: i32, _buf: &mut [u8]) -> Events {
-        let mut handles: Vec<HANDLE> = Vec::with_capacity(1 + pids.len().min(MAX_PID_WAITS));
+        let mut handles: Vec<HANDLE> = Vec::with_capacity(64);
         if let Some(event) = &self.wake {
             handles.push(event.as_raw_handle() as HANDLE);
         }
-        let waited = &pids[..pids.len().min(MAX_PID_WAITS)];
+        // A watch removed while we wait closes its event: the wait then ends at once, and
+        // the next turn takes the list anew.
+        handles.extend(
+            self.watches()
+                .map
+                .values()
+                .map(|w| w.event.as_raw_handle() as HANDLE),
+        );
+        let waited = &pids[..pids.len().min(MAX_PID_WAITS.saturating_sub(handles.len()))];
         handles.extend(waited.iter().map(|(_, h)| *h as HANDLE));
         let timeout = u32::try_from(timeout_ms).unwrap_or(u32::MAX);
         if handles.is_empty() {
@@ -391,7 +590,7 @@ impl Notifier {
             // SAFETY: an array of live handles of the given length.
             unsafe { WaitForMultipleObjects(handles.len() as u32, handles.as_ptr(), 0, timeout) };
         }
-        Events {
+        let mut events = Events {
             exited: waited
                 .iter()
                 // SAFETY: a live process handle; a zero timeout only tests it.
@@ -399,7 +598,19 @@ impl Notifier {
                 .map(|(pid, _)| *pid)
                 .collect(),
             ..Events::default()
+        };
+        let mut dirs = self.watches();
+        let mut dead = Vec::new();
+        for (wd, watch) in dirs.map.iter_mut() {
+            if !watch.collect(*wd, &mut events) {
+                dead.push(*wd);
+            }
         }
+        for wd in dead {
+            dirs.map.remove(&wd);
+            events.whole.push(wd);
+        }
+        events
     }
 }
 
