@@ -20,18 +20,18 @@ use std::time::{Duration, Instant};
 use workspace_lock_core::error::LockError;
 use workspace_lock_core::held_lock::wall_clock_ms;
 use workspace_lock_core::held_lock::HeldLock;
-use workspace_lock_core::host::{host_identity, locality_of, Locality};
+use workspace_lock_core::host::host_identity;
 use workspace_lock_core::js_semantics::{iso_string, template_string};
-use workspace_lock_core::kernel_lock::{HolderSlot, OwnerFile, OWNER_FILE_NAME};
+use workspace_lock_core::kernel_lock::OwnerFile;
 use workspace_lock_core::liveness::{original_may_also_reclaim, Verdict};
-use workspace_lock_core::lockfile_io::{observe, LockTarget, Observed};
+use workspace_lock_core::lockfile_io::LockTarget;
 use workspace_lock_core::paths::PathContext;
-use workspace_lock_core::process_probe::{own_pid, start_time_of};
+use workspace_lock_core::process_probe::own_pid;
 use workspace_lock_core::protocol::{
     lock_path_for_claim, try_claim, Busy, ClaimOutcome, Claimant, Reclaim,
 };
 use workspace_lock_core::record::{NewRecord, ParsedRecord};
-use workspace_lock_core::waiting::{self, HolderWatch, WaitId, WaitSpec, WakeReason};
+use workspace_lock_core::waiting::{self, WaitId, WaitSpec, WakeReason};
 
 /// The longest fallback wait between two checks (Node's own timer limit).
 const MAX_POLL_MS: f64 = 2_147_483_647.0;
@@ -437,59 +437,14 @@ fn begin_waiting(
     Ok(())
 }
 
-/// Who to watch for the holder's death. A holder in our PID namespace whose recorded start
-/// time matches its pid's is that process: a pidfd (no thread) reports its exit, by which
-/// time the kernel has dropped its locks. Otherwise a holder of this package on this kernel
-/// is watched through its kernel byte (a helper thread blocks on it); a holder of the
-/// original module is watched by pid.
-fn holder_watch(request: &Request, busy: &Busy) -> Option<HolderWatch> {
-    // Stuck behind a stopped process's mutex, the holder's death changes nothing (and a
-    // dead one's would wake us at once, again and again).
-    if busy.mutex_stuck {
-        return None;
-    }
-    let holder = busy.holder.as_ref()?;
-    let locality = locality_of(holder);
-    let provable_pid = holder.probeable_pid().filter(|pid| {
-        let recorded = holder.start_time().and_then(|st| st.as_f64());
-        locality == Locality::SamePidNamespace
-            && recorded.is_some()
-            && start_time_of(&pid.to_string()) == recorded
-    });
-    match (holder.owner_lock(), locality) {
-        (_, Locality::Elsewhere) => None,
-        (Some(offset), _) if HolderSlot::is_valid(offset) => {
-            match (provable_pid, holder.owner_file()) {
-                (Some(pid), _) => Some(HolderWatch::Pid(pid)),
-                // An owner file named unreadably: no byte of any file proves anything.
-                (None, Some(None)) => None,
-                (None, named) => Some(HolderWatch::KernelByte {
-                    owner_file: request.target.dir.join(OWNER_FILE_NAME),
-                    offset,
-                    owner_id: named.flatten(),
-                }),
-            }
-        }
-        (None, Locality::SamePidNamespace) if !request.injected => {
-            holder.probeable_pid().map(HolderWatch::Pid)
-        }
-        _ => None,
-    }
-}
-
 /// Waits for the next event that may free the lock; after a lost race, not before `pause`
 /// has passed (see [`waiting::pause_after`]).
 fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
     let spec = WaitSpec {
         lock_path: pending.request.target.path.clone(),
-        holder: holder_watch(&pending.request, &busy),
+        holder: waiting::holder_watch(&pending.request.target.dir, &busy, pending.request.injected),
         deadline: Instant::now()
-            .checked_add(if busy.holder.is_some() || busy.mutex_stuck {
-                pending.request.poll
-            } else {
-                // An unreadable file only just written: no event tells when it is written.
-                pending.request.poll.min(waiting::UNREADABLE_RELOOK)
-            })
+            .checked_add(waiting::fallback_wait(&busy, pending.request.poll))
             .unwrap_or_else(Instant::now),
         order: pending.line.order(),
         pause,
@@ -504,18 +459,8 @@ fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
     let lock_path = &pending.request.target.path;
     // (Nor does a waiter stuck behind a stopped process's mutex: looking costs it the
     // patience again, and only a change, which wakes it, or time can help.)
-    let unchanged = pause.is_some()
-        || stuck
-        || match (observe(lock_path), &pending.waited_on) {
-            (
-                Ok(Observed::File {
-                    record: Some(r), ..
-                }),
-                Some(holder),
-            ) => r == *holder,
-            (Ok(Observed::File { record: None, .. } | Observed::NotAFile { .. }), None) => true,
-            _ => false,
-        };
+    let unchanged =
+        pause.is_some() || stuck || waiting::still_as_found(lock_path, pending.waited_on.as_ref());
     if !unchanged {
         waiting::nudge(lock_path);
     }

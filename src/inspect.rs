@@ -4,8 +4,6 @@
 
 use crate::js::{self, Env, JsResult, JsValue};
 use crate::judge::Judge;
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use workspace_lock_core::js_semantics::node_path_join;
 use workspace_lock_core::liveness::Verdict;
@@ -88,7 +86,7 @@ pub fn inspect_dir(env: Env, judge: &Judge<'_>, dir: &str) -> JsResult<JsValue> 
     let mut names: Vec<Vec<u8>> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok())
-            .map(|e| e.file_name().as_bytes().to_vec())
+            .map(|e| e.file_name().as_encoded_bytes().to_vec())
             .filter(|n| n.ends_with(b".lock"))
             .collect(),
         // No locks can exist where the directory cannot (SPEC's error rule).
@@ -113,7 +111,7 @@ pub fn inspect_dir(env: Env, judge: &Judge<'_>, dir: &str) -> JsResult<JsValue> 
             env,
             judge,
             &shown,
-            &Path::new(dir).join(OsStr::from_bytes(name)),
+            &Path::new(dir).join(workspace_lock_core::sys::os_str_from_encoded(name)),
         )
     });
     js::array(env, items)

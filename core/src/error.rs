@@ -29,7 +29,7 @@ impl IoFailure {
 
     pub fn from_io(err: &io::Error, syscall: &'static str, path: &Path) -> Self {
         // Errors without an errno (rare: invalid data from std) map to EIO.
-        Self::new(err.raw_os_error().unwrap_or(libc::EIO), syscall, path)
+        Self::new(crate::sys::errno(err).unwrap_or(libc::EIO), syscall, path)
     }
 
     /// `ENOENT`, `EACCES`, ... as Node's `err.code`.
@@ -84,7 +84,7 @@ pub struct ThreadFailure {
 impl ThreadFailure {
     pub fn from_io(err: &io::Error, thread: &'static str) -> Self {
         ThreadFailure {
-            errno: err.raw_os_error().unwrap_or(libc::EAGAIN),
+            errno: crate::sys::errno(err).unwrap_or(libc::EAGAIN),
             thread,
         }
     }
@@ -166,7 +166,9 @@ pub fn errno_name(errno: i32) -> (&'static str, &'static str) {
         libc::ENOSYS => ("ENOSYS", "function not implemented"),
         libc::ENOTEMPTY => ("ENOTEMPTY", "directory not empty"),
         libc::ELOOP => ("ELOOP", "too many symbolic links encountered"),
+        #[cfg(unix)]
         libc::EDQUOT => ("EDQUOT", "disk quota exceeded"),
+        #[cfg(unix)]
         libc::ESTALE => ("ESTALE", "stale file handle"),
         libc::ENOTSUP => ("ENOTSUP", "operation not supported on socket"),
         libc::ETIMEDOUT => ("ETIMEDOUT", "connection timed out"),
@@ -191,6 +193,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        windows,
+        ignore = "builds an io::Error from a Unix errno; Windows codes differ"
+    )]
     fn thread_failures_name_the_thread_and_the_os_code() {
         let e = LockError::Thread(ThreadFailure::from_io(
             &io::Error::from_raw_os_error(libc::EAGAIN),

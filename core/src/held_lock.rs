@@ -466,6 +466,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
     fn a_lost_lock_is_reported_once() {
         let dir = TempDir::new("held-lost");
         let target = LockTarget::new(dir.path().join("h.lock"));
@@ -494,6 +498,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
     fn a_loss_first_found_by_the_release_is_noted_and_reported_once() {
         let dir = TempDir::new("held-lost-at-release");
         let target = LockTarget::new(dir.path().join("h.lock"));
@@ -528,6 +536,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
     fn a_release_behind_a_stopped_process_returns_at_once_and_finishes_later() {
         use crate::kernel_lock::{mutex_offset, OwnerFile};
         let dir = TempDir::new("held-release-later");

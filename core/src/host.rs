@@ -1,35 +1,16 @@
 //! This process's host identity, read once: hostname, kernel boot and PID namespace.
 
 use crate::record::HostIdentity;
-use std::fs;
+use crate::sys;
 use std::sync::OnceLock;
 
 pub fn host_identity() -> &'static HostIdentity {
     static IDENTITY: OnceLock<HostIdentity> = OnceLock::new();
     IDENTITY.get_or_init(|| HostIdentity {
-        hostname: hostname(),
-        boot_id: fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty()),
-        pid_namespace: fs::read_link("/proc/self/ns/pid").ok().and_then(|link| {
-            // "pid:[4026531836]" -> "4026531836"
-            let text = link.to_string_lossy().into_owned();
-            let inner = text.strip_prefix("pid:[")?.strip_suffix(']')?;
-            Some(inner.to_string())
-        }),
+        hostname: sys::hostname(),
+        boot_id: sys::boot_id(),
+        pid_namespace: sys::pid_namespace(),
     })
-}
-
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return String::new();
-    }
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..len]).into_owned()
 }
 
 /// Where a record's holder runs, relative to us.
@@ -71,6 +52,10 @@ mod tests {
     use crate::record::ParsedRecord;
 
     #[test]
+    #[cfg_attr(
+        not(target_os = "linux"),
+        ignore = "boot id and PID namespace come from Linux /proc"
+    )]
     fn identity_is_read_on_linux() {
         let me = host_identity();
         assert!(
@@ -86,6 +71,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(target_os = "linux"), ignore = "needs a boot id (Linux /proc)")]
     fn locality_follows_boot_and_namespace() {
         let me = host_identity();
         let with = |boot: &str, ns: &str| {

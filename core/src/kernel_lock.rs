@@ -12,10 +12,9 @@
 use crate::error::LockError;
 use crate::paths::open_without_symlinks;
 use crate::record::FileId;
+use crate::sys::{self, LockKind};
 use sha2::{Digest, Sha256};
-use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -82,27 +81,23 @@ impl OwnerFile {
     /// Opens (creating) the owner file of `dir`. `None` when this file system or platform
     /// offers no OFD locks; callers then fall back to pid and heartbeat judgements.
     pub fn open(dir: &Path, create: bool) -> Result<Option<OwnerFile>, LockError> {
-        if !cfg!(target_os = "linux") {
+        if !sys::KERNEL_BYTE_LOCKS {
             return Ok(None);
         }
         let path = dir.join(OWNER_FILE_NAME);
-        let mut options = OpenOptions::new();
-        options
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .mode(0o644);
+        let mut options = sys::nofollow_options(0);
+        options.read(true).write(true);
         if create {
             options.create(true);
         }
-        match options.open(&path) {
+        match sys::checked_open(&options, &path) {
             Ok(file) => Ok(Some(OwnerFile {
                 file,
                 path,
                 id: OnceLock::new(),
                 writable: true,
             })),
-            Err(e) if !create && e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) if !create && sys::errno(&e) == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(LockError::io(&e, "open", &path)),
         }
     }
@@ -112,7 +107,7 @@ impl OwnerFile {
     /// that success also settles the lock path ([`crate::paths::UsualLockPath`]).
     pub fn open_symlink_free(dir: &Path) -> std::io::Result<OwnerFile> {
         let path = dir.join(OWNER_FILE_NAME);
-        let fd = open_without_symlinks(&path, libc::O_RDWR | libc::O_CREAT, 0o644)?;
+        let fd = open_without_symlinks(&path, sys::FLAGS_RDWR_CREATE, 0o644)?;
         Ok(OwnerFile {
             file: File::from(fd),
             path,
@@ -131,11 +126,7 @@ impl OwnerFile {
             Err(LockError::Io(e))
                 if matches!(e.errno, libc::EROFS | libc::EACCES | libc::EPERM) =>
             {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                    .open(&e.path)
-                    .ok()?;
+                let file = sys::checked_open(sys::nofollow_options(0).read(true), &e.path).ok()?;
                 Some(OwnerFile {
                     file,
                     path: e.path,
@@ -155,15 +146,18 @@ impl OwnerFile {
     /// The identity of the file opened (one fstat, then remembered): what a record names as
     /// its holder's owner file.
     pub fn id(&self) -> Option<FileId> {
-        *self
-            .id
-            .get_or_init(|| self.file.metadata().ok().map(|m| FileId::of(&m)))
+        *self.id.get_or_init(|| {
+            self.file
+                .metadata()
+                .ok()
+                .map(|m| FileId::of_open(&self.file, &m))
+        })
     }
 
     /// Blocks until the per-name mutex is ours. Held for microseconds by other processes;
     /// the kernel frees it if one of them dies inside.
     pub fn lock_mutex(&self, offset: u64) -> Result<(), LockError> {
-        self.set_lock(libc::F_WRLCK, offset, true).map(|_| ())
+        self.set_lock(LockKind::Write, offset, true).map(|_| ())
     }
 
     /// Tries for the per-name mutex for up to `patience`; `false` if it stayed held. For
@@ -173,7 +167,7 @@ impl OwnerFile {
         let start = Instant::now();
         let mut pause = Duration::from_micros(20);
         loop {
-            if self.set_lock(libc::F_WRLCK, offset, false)? {
+            if self.set_lock(LockKind::Write, offset, false)? {
                 return Ok(true);
             }
             let waited = start.elapsed();
@@ -192,53 +186,30 @@ impl OwnerFile {
 
     pub fn unlock_mutex(&self, offset: u64) {
         // Unlocking a range we hold cannot fail on a valid fd; closing drops it regardless.
-        let _ = self.set_lock(libc::F_UNLCK, offset, false);
+        let _ = self.set_lock(LockKind::Unlock, offset, false);
     }
 
     /// Takes a holder byte without waiting; `false` if someone holds it.
     pub fn try_hold(&self, slot: HolderSlot) -> Result<bool, LockError> {
-        self.set_lock(libc::F_WRLCK, slot.0, false)
+        self.set_lock(LockKind::Write, slot.0, false)
     }
 
     pub fn unhold(&self, slot: HolderSlot) {
-        let _ = self.set_lock(libc::F_UNLCK, slot.0, false);
+        let _ = self.set_lock(LockKind::Unlock, slot.0, false);
     }
 
     /// Whether anyone (another open file description) holds this byte.
     pub fn probe(&self, offset: u64) -> Result<SlotState, LockError> {
-        let mut fl = flock_for(libc::F_WRLCK, offset);
-        // SAFETY: fl is a valid flock struct for the duration of the call.
-        let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), F_OFD_GETLK, &mut fl) };
-        if rc != 0 {
-            return Err(LockError::io(
-                &std::io::Error::last_os_error(),
-                "fcntl",
-                &self.path,
-            ));
+        match sys::probe_byte_lock(&self.file, offset) {
+            Ok(true) => Ok(SlotState::Held),
+            Ok(false) => Ok(SlotState::Free),
+            Err(e) => Err(LockError::io(&e, "fcntl", &self.path)),
         }
-        Ok(if i32::from(fl.l_type) == libc::F_UNLCK {
-            SlotState::Free
-        } else {
-            SlotState::Held
-        })
     }
 
-    fn set_lock(&self, kind: i32, offset: u64, wait: bool) -> Result<bool, LockError> {
-        let cmd = if wait { F_OFD_SETLKW } else { F_OFD_SETLK };
-        loop {
-            let fl = flock_for(kind, offset);
-            // SAFETY: fl is a valid flock struct for the duration of the call.
-            let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), cmd, &fl) };
-            if rc == 0 {
-                return Ok(true);
-            }
-            let err = std::io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
-                _ => return Err(LockError::io(&err, "fcntl", &self.path)),
-            }
-        }
+    fn set_lock(&self, kind: LockKind, offset: u64, wait: bool) -> Result<bool, LockError> {
+        sys::set_byte_lock(&self.file, kind, offset, wait)
+            .map_err(|e| LockError::io(&e, "fcntl", &self.path))
     }
 }
 
@@ -249,27 +220,21 @@ impl OwnerFile {
 /// byte there says nothing) or cannot be opened while the record names one. Without a named
 /// file a missing one means the holder is gone (`true`).
 pub fn wait_until_free(owner_file: &Path, offset: u64, expected: Option<FileId>) -> bool {
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(owner_file);
+    if !sys::KERNEL_BYTE_LOCKS {
+        return false;
+    }
+    let opened = sys::checked_open(sys::nofollow_options(0).read(true), owner_file);
     let Ok(file) = opened else {
         return expected.is_none();
     };
     if let Some(expected) = expected {
-        if file.metadata().ok().map(|m| FileId::of(&m)) != Some(expected) {
+        if file.metadata().ok().map(|m| FileId::of_open(&file, &m)) != Some(expected) {
             return false;
         }
     }
-    let fl = flock_for(libc::F_RDLCK, offset);
     // Returning closes the file, which drops the read lock at once.
-    loop {
-        // SAFETY: valid fd and flock struct for the duration of the call.
-        let rc = unsafe { libc::fcntl(file.as_raw_fd(), F_OFD_SETLKW, &fl) };
-        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return true;
-        }
-    }
+    sys::wait_byte_free(&file, offset);
+    true
 }
 
 /// Owner files kept open for judging records, so that a busy check of a held lock costs no
@@ -300,7 +265,7 @@ pub fn owner_file_for_judging(dir: &Path, named: Option<FileId>) -> Option<Arc<O
         }
     }
     let opened = Arc::new(OwnerFile::open_to_judge(dir)?);
-    if named.is_some() && opened.id() == named {
+    if sys::KEEP_FILES_OPEN && named.is_some() && opened.id() == named {
         let mut kept = judging_files();
         // The name's previous file, if kept, is no longer what the name opens.
         kept.retain(|f| f.path != opened.path);
@@ -315,30 +280,6 @@ pub fn owner_file_for_judging(dir: &Path, named: Option<FileId>) -> Option<Arc<O
 /// Closes the owner files kept for judging (at env teardown: no descriptor outlives its use).
 pub fn forget_judging_files() {
     judging_files().clear();
-}
-
-#[cfg(target_os = "linux")]
-const F_OFD_GETLK: libc::c_int = libc::F_OFD_GETLK;
-#[cfg(target_os = "linux")]
-const F_OFD_SETLK: libc::c_int = libc::F_OFD_SETLK;
-#[cfg(target_os = "linux")]
-const F_OFD_SETLKW: libc::c_int = libc::F_OFD_SETLKW;
-// Never used elsewhere: OwnerFile::open returns None off Linux.
-#[cfg(not(target_os = "linux"))]
-const F_OFD_GETLK: libc::c_int = libc::F_GETLK;
-#[cfg(not(target_os = "linux"))]
-const F_OFD_SETLK: libc::c_int = libc::F_SETLK;
-#[cfg(not(target_os = "linux"))]
-const F_OFD_SETLKW: libc::c_int = libc::F_SETLKW;
-
-fn flock_for(kind: i32, offset: u64) -> libc::flock {
-    // SAFETY: flock is plain old data; all-zero is a valid value (pid 0 is required by OFD).
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = offset as libc::off_t;
-    fl.l_len = 1;
-    fl
 }
 
 /// The splitmix64 finaliser: distinct inputs give well-spread, distinct-looking outputs.
@@ -361,19 +302,8 @@ pub fn unique_u64() -> u64 {
 /// A random u64 from the kernel (falling back to time and pid mixing if that fails).
 pub fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: buf is valid for 8 bytes.
-        let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n == 8 {
-            return u64::from_ne_bytes(buf);
-        }
-    }
-    if let Ok(mut f) = File::open("/dev/urandom") {
-        use std::io::Read;
-        if f.read_exact(&mut buf).is_ok() {
-            return u64::from_ne_bytes(buf);
-        }
+    if sys::random_bytes(&mut buf) {
+        return u64::from_ne_bytes(buf);
     }
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -387,6 +317,10 @@ mod tests {
     use crate::test_support::TempDir;
 
     #[test]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
     fn a_byte_is_watched_only_in_the_owner_file_the_holder_named() {
         let dir = TempDir::new("kernel-lock-watch");
         let path = dir.path().join(OWNER_FILE_NAME);
@@ -415,6 +349,14 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        windows,
+        ignore = "deletes a file that is open: Wine keeps its name until it closes"
+    )]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
     fn an_owner_file_kept_for_judging_serves_exactly_the_records_naming_it() {
         // The only test of the process-wide set of kept files.
         let dir = TempDir::new("kernel-lock-judging");
@@ -476,6 +418,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
     fn holder_bytes_conflict_between_two_opens_and_free_on_close() {
         let dir = TempDir::new("kernel-lock");
         let a = OwnerFile::open(dir.path(), true).unwrap().unwrap();
@@ -520,6 +466,11 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
+    #[cfg(unix)]
     fn a_symlinked_owner_file_is_refused() {
         let dir = TempDir::new("kernel-lock-symlink");
         std::os::unix::fs::symlink("/etc/hostname", dir.path().join(OWNER_FILE_NAME)).unwrap();

@@ -12,6 +12,7 @@ pub mod paths;
 pub mod process_probe;
 pub mod protocol;
 pub mod record;
+pub mod sys;
 #[cfg(test)]
 pub(crate) mod test_support;
 pub mod waiting;

@@ -325,6 +325,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(kernel_locks),
+        ignore = "needs byte locks owned by an open file (Linux OFD)"
+    )]
     fn enhanced_judge_trusts_the_kernel_lock_over_the_pid() {
         let dir = TempDir::new("liveness-kernel");
         let holder = OwnerFile::open(dir.path(), true).unwrap().unwrap();
@@ -364,6 +368,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(all(kernel_locks, target_os = "linux")),
+        ignore = "needs byte locks owned by an open file and start times from /proc (Linux)"
+    )]
     fn enhanced_judge_counts_the_byte_only_in_the_owner_file_the_record_names() {
         let dir = TempDir::new("liveness-owner-file");
         let holder = OwnerFile::open(dir.path(), true).unwrap().unwrap();
@@ -453,6 +461,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(target_os = "linux"), ignore = "needs start times from /proc")]
     fn enhanced_judge_uses_pids_for_records_of_the_original() {
         let me = std::process::id();
         let st = start_time_of(&me.to_string()).unwrap();
@@ -483,6 +492,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(target_os = "linux"), ignore = "needs start times from /proc")]
     fn the_original_races_a_takeover_only_of_what_it_too_judges_stale() {
         let me = std::process::id();
         let st = start_time_of(&me.to_string()).unwrap();

@@ -8,13 +8,11 @@ use crate::error::LockError;
 use crate::kernel_lock::unique_u64;
 use crate::paths::{open_without_symlinks, PathContext, UsualLockPath};
 use crate::record::ParsedRecord;
+use crate::sys;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -40,7 +38,9 @@ impl LockTarget {
     }
 
     pub fn file_name(&self) -> &[u8] {
-        self.path.file_name().map_or(&b""[..], OsStr::as_bytes)
+        self.path
+            .file_name()
+            .map_or(&b""[..], OsStr::as_encoded_bytes)
     }
 
     fn sibling(&self, suffix: &str) -> PathBuf {
@@ -60,7 +60,7 @@ impl LockTarget {
             format!(".{}.{:016x}", crate::process_probe::own_pid(), unique_u64()).as_bytes(),
         );
         name.extend_from_slice(suffix.as_bytes());
-        self.dir.join(OsStr::from_bytes(&name))
+        self.dir.join(sys::os_str_from_encoded(&name))
     }
 }
 
@@ -93,11 +93,13 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    fn of(meta: &fs::Metadata) -> Stamp {
+    /// `file`: the open file `meta` is of, where there is one.
+    fn of(file: Option<&File>, meta: &fs::Metadata) -> Stamp {
+        let (dev, ino) = sys::file_key(file, meta);
         Stamp {
             modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            dev: meta.dev(),
-            ino: meta.ino(),
+            dev,
+            ino,
         }
     }
 }
@@ -187,22 +189,26 @@ fn seen_unchanged_for(stamp: Stamp) -> Duration {
 
 /// Reads what is at `path` without following a symlink or blocking on a FIFO.
 pub fn observe(path: &Path) -> Result<Observed, LockError> {
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path);
+    let opened = sys::checked_open(sys::nofollow_options(sys::O_NONBLOCK).read(true), path);
     let file = match opened {
         Ok(f) => f,
         Err(e) => {
-            return match e.raw_os_error() {
+            return match sys::errno(&e) {
                 Some(libc::ENOENT) => Ok(Observed::Absent),
+                // Windows refuses to open a directory as a file (Linux opens it, and its
+                // read says EISDIR: see observe_opened).
+                Some(libc::EISDIR) => Ok(Observed::Directory),
                 // ELOOP: a symlink. ENXIO: a socket. Look at the entry itself.
                 Some(libc::ELOOP) | Some(libc::ENXIO) | Some(libc::EOPNOTSUPP) => {
-                    match fs::symlink_metadata(path) {
-                        Ok(meta) => Ok(Observed::NotAFile {
-                            stamp: Stamp::of(&meta),
+                    match sys::path_key(path, false) {
+                        Ok(((dev, ino), meta)) => Ok(Observed::NotAFile {
+                            stamp: Stamp {
+                                modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                                dev,
+                                ino,
+                            },
                         }),
-                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Observed::Absent),
+                        Err(e) if sys::errno(&e) == Some(libc::ENOENT) => Ok(Observed::Absent),
                         Err(e) => Err(LockError::io(&e, "lstat", path)),
                     }
                 }
@@ -232,10 +238,10 @@ pub fn observe_opened(path: &Path, mut file: File) -> Result<Observed, LockError
     let len = loop {
         match file.read(&mut bytes) {
             Ok(n) => break n,
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => return Ok(Observed::Directory),
+            Err(e) if sys::errno(&e) == Some(libc::EINTR) => continue,
+            Err(e) if sys::errno(&e) == Some(libc::EISDIR) => return Ok(Observed::Directory),
             // A FIFO with a writer but nothing written yet.
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break 0,
+            Err(e) if sys::errno(&e) == Some(libc::EAGAIN) => break 0,
             Err(e) => return Err(LockError::io(&e, "read", path)),
         }
     };
@@ -253,7 +259,7 @@ pub fn observe_opened(path: &Path, mut file: File) -> Result<Observed, LockError
     let meta = file
         .metadata()
         .map_err(|e| LockError::io(&e, "fstat", path))?;
-    let stamp = Stamp::of(&meta);
+    let stamp = Stamp::of(Some(&file), &meta);
     if meta.is_dir() {
         return Ok(Observed::Directory);
     }
@@ -282,13 +288,13 @@ pub fn observe_workspace_lock(
     ctx: &PathContext,
 ) -> Result<(PathBuf, Observed), LockError> {
     let usual = UsualLockPath::of(cwd, ctx);
-    match open_without_symlinks(&usual.path, libc::O_RDONLY | libc::O_NONBLOCK, 0) {
+    match open_without_symlinks(&usual.path, sys::FLAGS_READ_NONBLOCK, 0) {
         Ok(fd) => {
             let seen = observe_opened(&usual.path, File::from(fd))?;
             return Ok((usual.path, seen));
         }
         Err(e)
-            if e.raw_os_error() == Some(libc::ENOENT)
+            if sys::errno(&e) == Some(libc::ENOENT)
                 && usual.crew_is_symlink_free_after_enoent() =>
         {
             return Ok((usual.path, Observed::Absent));
@@ -310,14 +316,14 @@ const FIRST_READ: usize = 4 * 1024;
 /// never reusing an existing name).
 fn create_sibling(target: &LockTarget, suffix: &str) -> Result<(File, PathBuf), LockError> {
     let path = target.sibling(suffix);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .mode(0o644)
-        .open(&path)
-        .map_err(|e| LockError::io(&e, "open", &path))?;
+    let file = sys::checked_open(
+        sys::nofollow_options(0)
+            .read(true)
+            .write(true)
+            .create_new(true),
+        &path,
+    )
+    .map_err(|e| LockError::io(&e, "open", &path))?;
     Ok((file, path))
 }
 
@@ -370,11 +376,12 @@ impl Spare {
                 return Err(LockError::io(&e, "fstat", &path));
             }
         };
+        let id = sys::file_key(Some(&file), &meta);
         Ok(Spare {
             file,
             path,
             len: 0,
-            id: (meta.dev(), meta.ino()),
+            id,
             sole_link: true,
         })
     }
@@ -386,9 +393,9 @@ impl Spare {
             return Some(spare);
         }
         match spare.file.metadata() {
-            Ok(meta) if meta.nlink() == 1 => {
+            Ok(meta) if sys::nlink(&spare.file, &meta) == 1 => {
                 spare.len = meta.len();
-                spare.id = (meta.dev(), meta.ino());
+                spare.id = sys::file_key(Some(&spare.file), &meta);
                 Some(spare)
             }
             // Swept by someone (0 links) or still linked somewhere (2+): not reusable.
@@ -400,6 +407,11 @@ impl Spare {
     }
 
     fn keep(self, target: &LockTarget) {
+        if !sys::KEEP_FILES_OPEN {
+            // Its own name goes: a published claim has one name and no handle of ours.
+            self.discard();
+            return;
+        }
         let mut pool = spares();
         if pool.len() >= MAX_SPARES && !pool.contains_key(target.path.as_os_str()) {
             let victim = pool.keys().next().cloned();
@@ -418,7 +430,7 @@ impl Spare {
     }
 
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all_at(bytes, 0)?;
+        sys::write_all_at(&self.file, bytes, 0)?;
         if (bytes.len() as u64) < self.len {
             self.file.set_len(bytes.len() as u64)?;
         }
@@ -470,7 +482,7 @@ fn publish_from(target: &LockTarget, mut spare: Spare, bytes: &[u8]) -> Result<b
             spare.discard();
             Ok(false)
         }
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+        Err(e) if sys::errno(&e) == Some(libc::EEXIST) => {
             // Not linked anywhere new: still its only name.
             spare.sole_link = true;
             spare.keep(target);
@@ -484,13 +496,13 @@ fn publish_from(target: &LockTarget, mut spare: Spare, bytes: &[u8]) -> Result<b
 }
 
 fn linked_twice(file: &File) -> bool {
-    file.metadata().is_ok_and(|m| m.nlink() >= 2)
+    file.metadata().is_ok_and(|m| sys::nlink(file, &m) >= 2)
 }
 
 /// Takes back a link just made at the lock path from `source` when that name was not our
 /// spare: only while the lock path is still that very file.
 fn unpublish_foreign(target: &LockTarget, source: &Path) {
-    let id = |p: &Path| fs::symlink_metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let id = |p: &Path| sys::path_key(p, false).ok().map(|(id, _)| id);
     if let (Some(published), Some(source)) = (id(&target.path), id(source)) {
         if published == source {
             let _ = fs::remove_file(&target.path);
@@ -510,14 +522,14 @@ pub fn may_be_published(target: &LockTarget) -> bool {
 /// (a spare of ours): one statx and one pread, where [`observe`] opens, reads and closes.
 /// `None` when it is anything else (absent, replaced, refreshed): observe it then.
 pub fn read_own_publication(target: &LockTarget) -> Option<Vec<u8>> {
-    let meta = fs::symlink_metadata(&target.path).ok()?;
+    let (id, meta) = sys::path_key(&target.path, false).ok()?;
     let pool = spares();
     let spare = pool.get(target.path.as_os_str())?;
-    if !meta.is_file() || (meta.dev(), meta.ino()) != spare.id {
+    if !meta.is_file() || id != spare.id {
         return None;
     }
     let mut bytes = vec![0u8; meta.len().min(FIRST_READ as u64) as usize];
-    let n = spare.file.read_at(&mut bytes, 0).ok()?;
+    let n = sys::read_at(&spare.file, &mut bytes, 0).ok()?;
     // A short read, or more than a record could be: let observe() look properly.
     (n == bytes.len() && n < FIRST_READ).then_some(bytes)
 }
@@ -549,7 +561,7 @@ pub fn evict(target: &LockTarget, judged: &Observed) -> Result<Eviction, LockErr
     let aside = target.sibling(EVICTED_SUFFIX);
     match fs::rename(&target.path, &aside) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Eviction::Gone),
+        Err(e) if sys::errno(&e) == Some(libc::ENOENT) => return Ok(Eviction::Gone),
         Err(e) => return Err(LockError::io(&e, "rename", &target.path)),
     }
     let moved = observe(&aside)?;
@@ -577,7 +589,7 @@ pub fn remove_own_publication(target: &LockTarget) -> Result<(), LockError> {
 pub fn remove(target: &LockTarget) -> Result<(), LockError> {
     match fs::remove_file(&target.path) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) if sys::errno(&e) == Some(libc::ENOENT) => Ok(()),
         Err(e) => Err(LockError::io(&e, "unlink", &target.path)),
     }
 }
@@ -594,12 +606,18 @@ pub fn is_leftover_name(name: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::test_support::TempDir;
+    #[cfg(unix)]
+    use std::os::unix::ffi::OsStrExt;
 
     fn target(dir: &TempDir) -> LockTarget {
         LockTarget::new(dir.path().join("abc.lock"))
     }
 
     #[test]
+    #[cfg_attr(
+        windows,
+        ignore = "no spare is kept open on Windows (sys::KEEP_FILES_OPEN)"
+    )]
     fn publish_appears_whole_and_refuses_to_overwrite() {
         let dir = TempDir::new("io-publish");
         let t = target(&dir);
@@ -640,6 +658,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        windows,
+        ignore = "no spare is kept open on Windows (sys::KEEP_FILES_OPEN)"
+    )]
     fn a_claim_publishes_only_the_file_it_wrote_when_the_directory_was_replaced() {
         let dir = TempDir::new("io-swapped");
         let locks = dir.path().join("locks");
@@ -668,6 +690,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        windows,
+        ignore = "no spare is kept open on Windows (sys::KEEP_FILES_OPEN)"
+    )]
     fn our_own_publication_is_read_through_the_spare_and_only_while_it_is_in_place() {
         let dir = TempDir::new("io-own");
         let t = target(&dir);
@@ -691,6 +717,7 @@ mod tests {
         drop_spares_of(&t);
     }
 
+    #[cfg(unix)]
     #[test]
     fn after_our_own_release_the_spare_is_reused_without_counting_its_links() {
         use std::os::unix::fs::MetadataExt;
@@ -713,6 +740,7 @@ mod tests {
         drop_spares_of(&t);
     }
 
+    #[cfg(unix)]
     #[test]
     fn may_be_published_follows_our_spare_in_and_out_of_the_lock_path() {
         use std::os::unix::fs::MetadataExt;
@@ -737,6 +765,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        windows,
+        ignore = "no spare is kept open on Windows (sys::KEEP_FILES_OPEN)"
+    )]
     fn a_spare_whose_name_was_swept_is_replaced_at_the_next_claim() {
         let dir = TempDir::new("io-swept-spare");
         let t = target(&dir);
@@ -755,6 +787,7 @@ mod tests {
         drop_spares_of(&t);
     }
 
+    #[cfg(unix)]
     #[test]
     fn temp_names_never_end_in_lock() {
         let dir = TempDir::new("io-names");
@@ -768,6 +801,7 @@ mod tests {
         assert!(!is_leftover_name(b"abc.lock"));
     }
 
+    #[cfg(unix)]
     #[test]
     fn a_symlink_at_the_lock_path_is_never_followed() {
         let dir = TempDir::new("io-symlink");
@@ -831,6 +865,7 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     #[test]
     fn observe_workspace_lock_agrees_with_the_lock_path_in_every_layout() {
         use crate::paths::workspace_lock_path;
@@ -936,6 +971,7 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
+    #[cfg(unix)]
     #[test]
     fn evict_tells_a_new_empty_file_from_the_old_empty_one_judged() {
         use std::os::unix::fs::MetadataExt;
@@ -972,6 +1008,7 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     #[test]
     fn claims_reuse_one_inode_and_never_rewrite_a_linked_one() {
         use std::os::unix::fs::MetadataExt;

@@ -1,26 +1,17 @@
 //! What the kernel says about a pid: its start time (the original's
 //! `defaultStartTimeResolver`, number for number) and whether it is alive.
 
-use std::fs;
+use crate::sys;
 
-/// Fields of `/proc/<pid>/stat` after the command name.
 struct ProcStat {
     state: char,
     /// `Number(field 22)`, not yet scaled.
     start_ticks: f64,
 }
 
+/// `/proc/<pid>/stat` where there is one.
 fn read_proc_stat(pid: &str) -> Option<ProcStat> {
-    // One read: /proc reports size 0, so a growing read_to_end would take several.
-    let mut buf = [0u8; 1024];
-    let mut file = fs::File::open(format!("/proc/{pid}/stat")).ok()?;
-    let len = std::io::Read::read(&mut file, &mut buf).ok()?;
-    let stat = String::from_utf8_lossy(&buf[..len]);
-    // The command name may hold spaces and parentheses; fields resume after the last ')'.
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let start_ticks = fields.get(19)?.parse::<f64>().ok()?;
+    let (state, start_ticks) = sys::proc_stat(pid)?;
     Some(ProcStat { state, start_ticks })
 }
 
@@ -83,7 +74,7 @@ pub fn probe_pid(pid: i32) -> PidProbe {
         };
     }
     if let Some(stat) = read_proc_stat(&pid.to_string()) {
-        let dead = stat.state == 'Z' || stat.state == 'X';
+        let dead = sys::state_is_dead(stat.state);
         let ticks = stat.start_ticks;
         return PidProbe {
             state: if dead {
@@ -94,9 +85,7 @@ pub fn probe_pid(pid: i32) -> PidProbe {
             start_time: ticks.is_finite().then(|| (ticks * 10.0).floor()),
         };
     }
-    // SAFETY: signal 0 only checks for existence and permission; it sends nothing.
-    let rc = unsafe { libc::kill(pid, 0) };
-    let gone = rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    let gone = sys::pid_is_gone(pid);
     PidProbe {
         state: if gone {
             PidState::Dead
@@ -112,6 +101,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(not(target_os = "linux"), ignore = "start times come from /proc")]
     fn own_start_time_is_ticks_times_ten() {
         let me = std::process::id().to_string();
         let st = start_time_of(&me).expect("our own /proc/<pid>/stat");
@@ -139,6 +129,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(windows, ignore = "spawns the Unix `true`")]
     fn pid_state_tells_the_living_from_the_dead() {
         assert_eq!(probe_pid(std::process::id() as i32).state, PidState::Alive);
         assert_eq!(probe_pid(0).state, PidState::Dead);

@@ -13,8 +13,8 @@ use crate::lockfile_io::{
 };
 use crate::paths::{PathContext, UsualLockPath};
 use crate::record::{NewRecord, ParsedRecord};
+use crate::sys;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -541,7 +541,7 @@ pub fn reclaim_stale<E: From<LockError>>(
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         // No locks can exist where the directory cannot (SPEC's error rule).
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+        Err(e) if matches!(sys::errno(&e), Some(libc::ENOENT | libc::ENOTDIR)) => {
             return Ok(Vec::new())
         }
         Err(e) => return Err(LockError::io(&e, "scandir", dir).into()),
@@ -550,7 +550,7 @@ pub fn reclaim_stale<E: From<LockError>>(
     let mut leftovers: Vec<Vec<u8>> = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| LockError::io(&e, "scandir", dir))?;
-        let name = entry.file_name().as_bytes().to_vec();
+        let name = entry.file_name().as_encoded_bytes().to_vec();
         if name.ends_with(b".lock") {
             names.push(name);
         } else if lockfile_io::is_leftover_name(&name) {
@@ -565,7 +565,7 @@ pub fn reclaim_stale<E: From<LockError>>(
     let mut create_tried = false;
     let mut reclaimed = Vec::new();
     for name in names {
-        let target = LockTarget::new(dir.join(std::ffi::OsStr::from_bytes(&name)));
+        let target = LockTarget::new(dir.join(sys::os_str_from_encoded(&name)));
         // Best effort per file, as the original: one unreadable entry does not stop the sweep.
         let Ok(seen) = observe(&target.path) else {
             continue;
@@ -611,7 +611,7 @@ pub fn reclaim_stale<E: From<LockError>>(
 
 fn sweep_leftovers(dir: &Path, names: &[Vec<u8>]) {
     for name in names {
-        let path = dir.join(std::ffi::OsStr::from_bytes(name));
+        let path = dir.join(sys::os_str_from_encoded(name));
         let old = fs::symlink_metadata(&path)
             .ok()
             .and_then(|m| m.modified().ok())

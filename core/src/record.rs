@@ -24,12 +24,21 @@ pub struct FileId {
 }
 
 impl FileId {
+    /// The identity of the file a path's metadata describes (Unix: its device and inode).
+    #[cfg(unix)]
     pub fn of(meta: &std::fs::Metadata) -> FileId {
-        use std::os::unix::fs::MetadataExt;
-        FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        }
+        FileId::of_open_or_not(None, meta)
+    }
+
+    /// The identity of an open file (Windows: its volume serial and file index, which only
+    /// a handle gives).
+    pub fn of_open(file: &std::fs::File, meta: &std::fs::Metadata) -> FileId {
+        FileId::of_open_or_not(Some(file), meta)
+    }
+
+    fn of_open_or_not(file: Option<&std::fs::File>, meta: &std::fs::Metadata) -> FileId {
+        let (dev, ino) = crate::sys::file_key(file, meta);
+        FileId { dev, ino }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Helpers for the core's unit tests.
 
+#[cfg(unix)]
 use crate::paths::PathContext;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -33,6 +34,7 @@ impl Drop for TempDir {
 
 /// A canonical test root in `dir`, and a path context whose cwd is that root and whose home
 /// and tmp are `root/home` and `root/tmp`, so that every walk stops inside it.
+#[cfg(unix)]
 pub fn rooted_context(dir: &TempDir) -> (PathBuf, PathContext) {
     let root = std::fs::canonicalize(dir.path()).expect("canonical test root");
     let ctx = PathContext {

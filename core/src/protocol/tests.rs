@@ -90,6 +90,10 @@ fn claim_then_busy_then_release_then_claim() {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn release_frees_the_holder_byte_and_the_mutex() {
     let dir = TempDir::new("proto-release-frees");
     let target = LockTarget::new(dir.path().join("h.lock"));
@@ -127,6 +131,11 @@ fn a_goal_id_longer_than_one_read_claims_and_releases_like_any_other() {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
+#[cfg(unix)]
 fn lock_path_for_claim_opens_the_owner_file_only_where_it_settles_the_path() {
     use crate::kernel_lock::OWNER_FILE_NAME;
     use crate::paths::workspace_lock_path;
@@ -169,6 +178,10 @@ fn lock_path_for_claim_opens_the_owner_file_only_where_it_settles_the_path() {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn a_dead_holder_is_reclaimed_at_once() {
     let dir = TempDir::new("proto-dead");
     let target = LockTarget::new(dir.path().join("h.lock"));
@@ -402,6 +415,14 @@ fn original_record(goal: &str, alive: bool) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "no spare is kept open on Windows (sys::KEEP_FILES_OPEN)"
+)]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn a_blind_first_claim_judges_whatever_it_finds_like_a_looking_one() {
     let dir = TempDir::new("proto-blind");
     let target = LockTarget::new(dir.path().join("locks").join("h.lock"));
@@ -447,6 +468,14 @@ fn a_blind_first_claim_judges_whatever_it_finds_like_a_looking_one() {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "no spare is kept open on Windows (sys::KEEP_FILES_OPEN)"
+)]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn a_blind_claim_is_not_tried_over_a_claim_of_this_process() {
     let dir = TempDir::new("proto-blind-own");
     let target = LockTarget::new(dir.path().join("h.lock"));
@@ -466,6 +495,10 @@ fn a_blind_claim_is_not_tried_over_a_claim_of_this_process() {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn contending_threads_claiming_blind_never_overlap() {
     contend("proto-contend-blind", |target, goal| {
         claim_opened(target, goal).unwrap()
@@ -473,6 +506,11 @@ fn contending_threads_claiming_blind_never_overlap() {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
+#[cfg(unix)]
 fn a_claim_names_its_owner_file_and_survives_that_files_deletion() {
     let dir = TempDir::new("proto-owner-file-deleted");
     let target = LockTarget::new(dir.path().join("h.lock"));
@@ -496,6 +534,11 @@ fn a_claim_names_its_owner_file_and_survives_that_files_deletion() {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
+#[cfg(unix)]
 fn a_claim_whose_directory_is_removed_under_it_claims_in_the_new_one() {
     let dir = TempDir::new("proto-dir-removed");
     let target = LockTarget::new(dir.path().join("state").join("h.lock"));
@@ -526,6 +569,10 @@ fn a_claim_whose_directory_is_removed_under_it_claims_in_the_new_one() {
 /// releases, heartbeats and sweeps of others give up on that lock within the patience
 /// instead of hanging, and all proceed once it runs again.
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
 fn a_mutex_kept_by_a_stopped_process_holds_nobody_up_for_long() {
     let dir = TempDir::new("proto-stopped-mutex");
     let target = LockTarget::new(dir.path().join("h.lock"));
@@ -591,6 +638,7 @@ fn a_mutex_kept_by_a_stopped_process_holds_nobody_up_for_long() {
 /// A claimant of this package, and something another process does between the claim's
 /// judgement and its change: run when the claim asks for its record (after judging, before
 /// the mutex).
+#[cfg_attr(windows, allow(dead_code))]
 struct Interrupted<F: FnMut()> {
     claimant: Enhanced,
     meanwhile: Option<F>,
@@ -613,6 +661,7 @@ impl<F: FnMut()> Claimant for Interrupted<F> {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn an_original_claim_not_yet_written_is_not_taken_for_the_old_empty_file_it_replaced() {
     use std::os::unix::fs::MetadataExt;
@@ -644,6 +693,7 @@ fn an_original_claim_not_yet_written_is_not_taken_for_the_old_empty_file_it_repl
     );
 }
 
+#[cfg(unix)]
 /// When an entry's inode last changed: a rename or link of it shows here.
 fn ctime(path: &Path) -> (i64, i64) {
     use std::os::unix::fs::MetadataExt;
@@ -652,6 +702,11 @@ fn ctime(path: &Path) -> (i64, i64) {
 }
 
 #[test]
+#[cfg_attr(
+    not(kernel_locks),
+    ignore = "needs byte locks owned by an open file (Linux OFD)"
+)]
+#[cfg(unix)]
 fn a_sweep_leaves_alone_a_stale_entry_claimed_again_after_it_was_judged() {
     let dir = TempDir::new("proto-sweep-reclaimed");
     let target = LockTarget::new(dir.path().join("h.lock"));

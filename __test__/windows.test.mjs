@@ -1,0 +1,164 @@
+// The cross-platform part of the suite, written to run on Windows (and run under Wine by
+// .ci/windows.sh, with the x86_64-pc-windows-gnu build), on Linux and macOS too: real
+// contention between processes with an O_EXCL witness and a counter, a holder killed while
+// holding (TerminateProcess on Windows, SIGKILL elsewhere) and recovered at once, and lock
+// paths against a reference written with Node's own `path`, `fs.realpathSync`, `os.homedir()`
+// and `os.tmpdir()` (`path.win32` on Windows: drive letters, drive-relative and UNC cwds).
+import { describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { lock, tempDir, startChild } from './helpers.mjs'
+
+const windows = process.platform === 'win32'
+const { acquireWorkspaceLock, isWorkspaceBusy, workspaceLockPath, reclaimStaleLocks, defaultStartTimeResolver } = lock
+
+const MARKERS = ['.git', '.pi', '.crew', '.hg', '.svn', '.factory', '.omc', 'package.json', 'pyproject.toml',
+  'Cargo.toml', 'go.mod', 'pom.xml', 'composer.json', 'build.gradle', 'build.gradle.kts']
+
+function realpathOr(p) {
+  try {
+    return fs.realpathSync(p)
+  } catch {
+    return p
+  }
+}
+
+/** workspaceLockPath as SPEC.md describes it, with this platform's `path` (win32 on Windows). */
+function reference(cwd) {
+  const absCwd = path.resolve(cwd)
+  let start
+  try {
+    start = fs.realpathSync(absCwd)
+  } catch (e) {
+    if (e.code !== 'ENOENT') throw e
+    start = absCwd
+  }
+  const home = realpathOr(path.resolve(os.homedir()))
+  const tmp = realpathOr(path.resolve(os.tmpdir()))
+  let repoRoot
+  for (let current = start; ; current = path.dirname(current)) {
+    if (current === home || current === tmp) break
+    if (MARKERS.some((m) => fs.existsSync(path.join(current, m)))) {
+      repoRoot = current
+      break
+    }
+    if (path.dirname(current) === current) break
+  }
+  repoRoot ??= absCwd
+  const crew = path.join(repoRoot, '.crew')
+  const pi = path.join(repoRoot, '.pi')
+  const crewRoot = fs.existsSync(crew) ? fs.realpathSync(crew) : fs.existsSync(pi) ? path.join(fs.realpathSync(pi), 'teams') : crew
+  const hash = crypto.createHash('sha256').update(absCwd).digest('hex')
+  return path.join(crewRoot, 'state', 'workspace-locks', `${hash}.lock`)
+}
+
+function workspace(label) {
+  const cwd = tempDir(label)
+  fs.mkdirSync(path.join(cwd, '.crew', 'state', 'workspace-locks'), { recursive: true })
+  return cwd
+}
+
+describe('cross-platform', () => {
+  it('defaultStartTimeResolver gives undefined where there is no /proc', () => {
+    const got = defaultStartTimeResolver(process.pid)
+    if (process.platform === 'linux') assert.equal(typeof got, 'number')
+    else assert.equal(got, undefined)
+  })
+
+  it('acquire, busy, release and sweep', async () => {
+    const cwd = workspace('xp-basic')
+    const handle = await acquireWorkspaceLock(cwd, 'g1', { failOnWorkspaceBusy: true })
+    assert.equal(handle.lockPath, workspaceLockPath(cwd))
+    assert.equal(isWorkspaceBusy(cwd), 'g1')
+    await assert.rejects(acquireWorkspaceLock(cwd, 'g2', { failOnWorkspaceBusy: true }), /workspace busy/)
+    const record = JSON.parse(fs.readFileSync(handle.lockPath, 'utf8'))
+    assert.equal(record.goalId, 'g1')
+    assert.equal(record.pid, process.pid)
+    assert.deepEqual(reclaimStaleLocks(path.dirname(handle.lockPath)), [])
+    handle.release()
+    assert.equal(isWorkspaceBusy(cwd), undefined)
+    assert.equal(fs.existsSync(handle.lockPath), false)
+  })
+
+  it('lock paths agree with Node\'s own path computations', () => {
+    const root = fs.realpathSync(tempDir('xp-paths'))
+    const repo = path.join(root, 'repo')
+    fs.mkdirSync(path.join(repo, 'a', 'b'), { recursive: true })
+    fs.writeFileSync(path.join(repo, 'package.json'), '{}')
+    const legacy = path.join(root, 'legacy')
+    fs.mkdirSync(path.join(legacy, '.pi'), { recursive: true })
+    const cases = [
+      repo,
+      path.join(repo, 'a', 'b'),
+      path.join(repo, 'a', '..', 'a', 'b') + path.sep,
+      path.join(repo, 'missing', 'x'),
+      legacy,
+      root,
+      '.',
+      'relative/sub',
+    ]
+    if (windows) {
+      const drive = root.slice(0, 2)
+      cases.push(
+        root.replaceAll('\\', '/'),
+        root.toLowerCase(),
+        `${drive}${root.slice(2).replaceAll('\\', '/')}/repo//a/./b`,
+        `${drive}relative`,
+        `${drive}\\`,
+        '\\\\server\\share\\team\\proj',
+        '//server/share/x/../y/',
+        '\\\\server\\share',
+      )
+    }
+    for (const cwd of cases) {
+      assert.equal(workspaceLockPath(cwd), reference(cwd), `workspaceLockPath(${JSON.stringify(cwd)})`)
+    }
+  })
+
+  it('4 processes x 200 cycles: no overlap, no lost update', { timeout: 240_000 }, async (t) => {
+    const cwd = workspace('xp-mutex')
+    const counter = path.join(cwd, 'xp-counter')
+    fs.writeFileSync(counter, '0')
+    const kids = Array.from({ length: 4 }, () => startChild('xp-cycler.mjs', [cwd, 'count', '200'], { timeoutMs: 220_000 }))
+    for (const k of kids) assert.equal(await k.nextLine(60_000), 'READY')
+    const started = Date.now()
+    for (const k of kids) k.send('go')
+    const summaries = await Promise.all(kids.map((k) => k.nextLine(200_000).then((l) => JSON.parse(l))))
+    const exits = await Promise.all(kids.map((k) => k.exited))
+    const ms = Date.now() - started
+    const report = JSON.stringify({ summaries, exits, ms, stderr: kids.map((k) => k.stderr()).filter(Boolean) })
+    t.diagnostic(`800 cycles in ${ms} ms`)
+    for (const s of summaries) {
+      assert.equal(s.cycles, 200, report)
+      assert.equal(s.overlaps, 0, report)
+    }
+    for (const e of exits) assert.equal(e.code, 0, report)
+    assert.equal(fs.readFileSync(counter, 'utf8'), '800', report)
+    assert.equal(isWorkspaceBusy(cwd), undefined)
+  })
+
+  it('a holder killed while holding (TerminateProcess on Windows) is recovered at once', { timeout: 60_000 }, async (t) => {
+    const cwd = workspace('xp-kill')
+    const holder = startChild('xp-cycler.mjs', [cwd, 'hold'], { timeoutMs: 50_000 })
+    assert.equal(await holder.nextLine(30_000), 'HELD')
+    assert.equal(isWorkspaceBusy(cwd), `holder-${holder.pid}`)
+    // A waiter in this process, with a fallback far away: only the holder's death wakes it.
+    const waiting = acquireWorkspaceLock(cwd, 'next', { pollMs: 60_000 })
+    await new Promise((r) => setTimeout(r, 200))
+    const killedAt = Date.now()
+    holder.kill('SIGKILL')
+    const handle = await waiting
+    const ms = Date.now() - killedAt
+    t.diagnostic(`recovered ${ms} ms after the kill`)
+    try {
+      assert.ok(ms < 1000, `recovered ${ms} ms after the kill`)
+      assert.equal(isWorkspaceBusy(cwd), 'next')
+    } finally {
+      handle.release()
+    }
+    await holder.exited
+  })
+})
