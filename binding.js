@@ -841,6 +841,7 @@ module.exports.inspectWorkspaceLock = nativeBinding.inspectWorkspaceLock
 module.exports.inspectWorkspaceLocks = nativeBinding.inspectWorkspaceLocks
 module.exports.isWorkspaceBusy = nativeBinding.isWorkspaceBusy
 module.exports.leaseLost = nativeBinding.leaseLost
+module.exports.leaseRefreshError = nativeBinding.leaseRefreshError
 module.exports.reclaimStaleLocks = nativeBinding.reclaimStaleLocks
 module.exports.releaseLease = nativeBinding.releaseLease
 module.exports.setHandleFactory = nativeBinding.setHandleFactory

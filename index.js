@@ -9,26 +9,72 @@ const binding = require('./binding.js')
 
 const hasDispose = typeof Symbol.dispose === 'symbol'
 
+/** Handles with an `onCompromised` not yet released, by lease: how to release each. */
+const watched = new Map()
+
+/** The heartbeat thread found lease `lease` lost: report it (once). */
+function deliverLoss(lease, reason) {
+  const entry = watched.get(lease)
+  if (entry !== undefined) entry.report(reason)
+}
+
+// A loss found by the heartbeat thread reaches JavaScript through a call queued on the event
+// loop, which never runs if the process is exiting (or its loop blocked until it exits).
+// Release such handles here instead: a release reports a loss it finds, or one found before,
+// before it returns. Registered at load, so it runs before the binding's own release at
+// exit (which cannot call JavaScript).
+if (typeof process === 'object' && process !== null && typeof process.on === 'function') {
+  process.on('exit', () => {
+    for (const entry of [...watched.values()]) entry.release()
+  })
+}
+
 /** A handle: the original's plain object, plus non-enumerable extras that `Object.keys`,
  *  JSON and deep equality do not see. */
-function makeHandle(lease, cwd, goalId, lockPath, startTime, reclaimed) {
+function makeHandle(lease, cwd, goalId, lockPath, startTime, reclaimed, onCompromised) {
   let released = false
   // Why the lock had been lost when it was released (the native lease is gone then).
   let lostAtRelease
+  let report
+  if (onCompromised !== undefined) {
+    let reported = false
+    report = (reason) => {
+      if (reported || reason === undefined) return
+      reported = true
+      watched.delete(lease)
+      const err = new Error(`workspace lock compromised for goal ${goalId} (cwd=${cwd}): ${reason}`)
+      err.code = 'ECOMPROMISED'
+      onCompromised(err)
+    }
+  }
   const release = () => {
     if (released) return
     released = true
     lostAtRelease = binding.releaseLease(lease)
+    if (report === undefined) return
+    watched.delete(lease)
+    // release() never throws: a throwing callback is rethrown on its own.
+    try {
+      report(lostAtRelease)
+    } catch (err) {
+      process.nextTick(() => {
+        throw err
+      })
+    }
   }
+  if (report !== undefined) watched.set(lease, { report, release })
   const lost = () => (released ? lostAtRelease : binding.leaseLost(lease))
   const handle = { cwd, goalId, lockPath, startTime, release }
   Object.defineProperty(handle, 'compromised', { get: () => lost() !== undefined })
   Object.defineProperty(handle, 'compromisedReason', { get: lost })
+  Object.defineProperty(handle, 'heartbeatError', {
+    get: () => (released ? undefined : binding.leaseRefreshError(lease)),
+  })
   Object.defineProperty(handle, 'reclaimed', { get: () => reclaimed })
   if (hasDispose) Object.defineProperty(handle, Symbol.dispose, { value: release })
   return handle
 }
-binding.setHandleFactory(makeHandle)
+binding.setHandleFactory(makeHandle, deliverLoss)
 
 module.exports.workspaceLockPath = binding.workspaceLockPath
 module.exports.acquireWorkspaceLock = binding.acquireWorkspaceLock

@@ -312,7 +312,9 @@ function judge(st) {
             : st.evidence === 'heartbeat'
               ? `${heartbeat}, holder on another host`
               : `judged by ${st.evidence ?? 'nothing said'}`
-      return { word: 'alive', why, summary: `alive (${why})`, busy: true }
+      // Proven alive yet not refreshing: say so plainly, so an operator can act.
+      const late = st.heartbeatLate ? `, heartbeat not refreshed for ${duration(st.heartbeatAgeMs)}: stopped or hung?` : ''
+      return { word: 'alive', why: `${why}${late}`, summary: `alive (${why})${late}`, busy: true }
     }
     case 'stale': {
       const why =
@@ -464,6 +466,7 @@ function cmdReclaim(args, lock) {
   const judged = lock.inspectWorkspaceLocks(dir)
   const entry = (st) => ({
     lockPath: st.lockPath,
+    state: st.state,
     reason: st.reason,
     evidence: st.evidence,
     summary: judge(st).summary,
@@ -478,9 +481,11 @@ function cmdReclaim(args, lock) {
     removed = lock.reclaimStaleLocks(dir).map((p) => byPath.get(p) ?? { lockPath: p, summary: 'stale (became stale after it was inspected)' })
   }
   const gone = new Set((dryRun ? stale : removed).map((e) => e.lockPath))
-  const kept = judged.filter((st) => !gone.has(st.lockPath)).length
+  // What stays, and why: alive, a claim being written, a directory in the way.
+  const keptLocks = judged.filter((st) => !gone.has(st.lockPath)).map(entry)
+  const kept = keptLocks.length
   if (args.flags.json) {
-    printJson({ dir, workspace, dryRun, stale, removed, kept })
+    printJson({ dir, workspace, dryRun, stale, removed, kept, keptLocks })
     return EXIT_OK
   }
   const listed = dryRun ? stale : removed
@@ -488,6 +493,8 @@ function cmdReclaim(args, lock) {
     const who = e.goalId === undefined ? '' : `${safe(e.goalId)} (pid ${safe(e.pid)}): `
     print(`${dryRun ? 'would remove' : 'removed'}  ${e.lockPath}  ${who}${safe(e.summary.replace(/^stale: /, ''))}`)
   }
+  // Live holders need no word; what is kept for another reason gets one.
+  for (const e of keptLocks.filter((k) => k.state === 'unreadable')) print(`kept  ${e.lockPath}  ${safe(e.summary)}`)
   const locks = (n) => `${n} stale lock${n === 1 ? '' : 's'}`
   if (!listed.length) print(`no stale locks in ${dir} (${kept} kept)`)
   else print(`${locks(listed.length)} ${dryRun ? 'would be removed' : 'removed'}, ${kept} kept`)

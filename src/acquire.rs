@@ -4,7 +4,7 @@
 //! free (a release, the holder's death, or the `pollMs` fallback). Waiting costs no thread
 //! of the libuv pool and no CPU; an abort rejects at once and removes its listener.
 
-use crate::handle::{lost_notifier, make_handle, HandleFields};
+use crate::handle::{lost_notifier, make_handle, next_lease, HandleFields};
 use crate::js::{self, Env, Fail, JsRef, JsResult, JsValue};
 use crate::judge::Judge;
 use crate::options::{AcquireOptions, JudgeOptions};
@@ -18,15 +18,18 @@ use std::ptr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use workspace_lock_core::error::LockError;
+use workspace_lock_core::held_lock::wall_clock_ms;
 use workspace_lock_core::held_lock::HeldLock;
 use workspace_lock_core::host::{host_identity, locality_of, Locality};
 use workspace_lock_core::js_semantics::{iso_string, template_string};
 use workspace_lock_core::kernel_lock::{HolderSlot, OwnerFile, OWNER_FILE_NAME};
-use workspace_lock_core::liveness::Verdict;
+use workspace_lock_core::liveness::{original_may_also_reclaim, Verdict};
 use workspace_lock_core::lockfile_io::{observe, LockTarget, Observed};
 use workspace_lock_core::paths::PathContext;
 use workspace_lock_core::process_probe::{own_pid, start_time_of};
-use workspace_lock_core::protocol::{lock_path_for_claim, try_claim, Busy, ClaimOutcome, Claimant};
+use workspace_lock_core::protocol::{
+    lock_path_for_claim, try_claim, Busy, ClaimOutcome, Claimant, Reclaim,
+};
 use workspace_lock_core::record::{NewRecord, ParsedRecord};
 use workspace_lock_core::waiting::{self, HolderWatch, WaitId, WaitSpec, WakeReason};
 
@@ -97,8 +100,25 @@ impl Claimant for BindingClaimant<'_> {
 
 enum Step {
     Acquired(JsValue),
+    /// Claimed over a stale lock that a process of the original module may be reclaiming at
+    /// the same moment: resolved only once the claim has survived [`SETTLE`].
+    Settle(Settling),
     Wait(Busy),
 }
+
+/// A claim waiting out [`SETTLE`] before its handle is handed out.
+struct Settling {
+    lease: u32,
+    held: Arc<HeldLock>,
+    reclaimed: Option<Reclaim>,
+    /// When it has settled.
+    until: Instant,
+}
+
+/// Longer than the original's read, judge, unlink and create of a stale lock (which runs in
+/// one turn of its event loop) even on a loaded machine: a claim of ours still in place
+/// after it was not replaced by one of those.
+const SETTLE: Duration = Duration::from_millis(50);
 
 fn is_aborted(env: Env, signal: Option<JsValue>) -> JsResult<bool> {
     let Some(signal) = signal else {
@@ -142,22 +162,33 @@ fn attempt(
         owners,
     )? {
         ClaimOutcome::Claimed(claim) => {
-            let on_lost = match callbacks.on_compromised {
-                Some(f) => Some(lost_notifier(env, f, &request.goal_id, &request.cwd)?),
-                None => None,
-            };
+            let lease = next_lease();
+            let on_lost = callbacks.on_compromised.and_then(|_| lost_notifier(lease));
             // A test clock owns time: with an injected `now` the heartbeat is never rewritten.
             let refresh = callbacks.judge.now.is_none();
             let reclaimed = claim.reclaimed.clone();
-            let held = HeldLock::hold(*claim, refresh, request.heartbeat_stale_ms, on_lost);
-            let fields = HandleFields {
-                cwd: &request.cwd,
-                goal_id: &request.goal_id,
-                lock_path: &request.lock_path,
-                start_time: request.written_start_time,
-                reclaimed: reclaimed.as_ref(),
+            // The original unlinks whatever is at the path once it judged the lock stale:
+            // a takeover it may be racing is confirmed before it counts (and every claim is
+            // watched closely at first, see HeldLock::hold).
+            let settle = !request.injected
+                && reclaimed.as_ref().is_some_and(|r| {
+                    original_may_also_reclaim(
+                        r.previous.as_ref(),
+                        wall_clock_ms(),
+                        request.heartbeat_stale_ms,
+                    )
+                });
+            let held = HeldLock::hold(*claim, refresh, request.heartbeat_stale_ms, on_lost)?;
+            let settling = Settling {
+                lease,
+                held,
+                reclaimed,
+                until: Instant::now() + SETTLE,
             };
-            Ok(Step::Acquired(make_handle(env, &fields, held)?))
+            if settle {
+                return Ok(Step::Settle(settling));
+            }
+            Ok(Step::Acquired(hand_out(env, request, callbacks, settling)?))
         }
         ClaimOutcome::Busy(busy) if request.fail_on_workspace_busy => {
             let holder = busy.holder.as_ref();
@@ -170,6 +201,24 @@ fn attempt(
         }
         ClaimOutcome::Busy(busy) => Ok(Step::Wait(busy)),
     }
+}
+
+/// The handle of a held claim.
+fn hand_out(
+    env: Env,
+    request: &Request,
+    callbacks: &Callbacks,
+    claim: Settling,
+) -> JsResult<JsValue> {
+    let fields = HandleFields {
+        cwd: &request.cwd,
+        goal_id: &request.goal_id,
+        lock_path: &request.lock_path,
+        start_time: request.written_start_time,
+        reclaimed: claim.reclaimed.as_ref(),
+        on_compromised: callbacks.on_compromised,
+    };
+    make_handle(env, claim.lease, &fields, claim.held)
 }
 
 pub fn acquire(
@@ -189,8 +238,8 @@ pub fn acquire(
     match start(env, cwd, goal_id, opts) {
         Ok(Started::Done(handle)) => settle(env, deferred, Ok(handle)),
         Ok(Started::Waiting(waiting)) => {
-            let (request, callbacks, busy) = *waiting;
-            if let Err(fail) = begin_waiting(env, deferred, request, callbacks, busy) {
+            let (request, callbacks, next) = *waiting;
+            if let Err(fail) = begin_waiting(env, deferred, request, callbacks, next) {
                 settle(env, deferred, Err(fail));
             }
         }
@@ -201,7 +250,15 @@ pub fn acquire(
 
 enum Started {
     Done(JsValue),
-    Waiting(Box<(Request, Callbacks, Busy)>),
+    Waiting(Box<(Request, Callbacks, Next)>),
+}
+
+/// What a waiting acquisition waits for.
+enum Next {
+    /// The lock to be freed.
+    Free(Busy),
+    /// Its claim to settle.
+    Settled(Settling),
 }
 
 fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsResult<Started> {
@@ -239,13 +296,20 @@ fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsR
     // try-lock, failOnWorkspaceBusy, waits for nobody: it claims a free lock at once.)
     if !request.fail_on_workspace_busy && !waiting::line_is_empty(&request.target.path) {
         check_not_aborted(env, &request, &callbacks)?;
-        let behind = Busy::held_by(None);
+        let behind = Next::Free(Busy::held_by(None));
         return Ok(Started::Waiting(Box::new((request, callbacks, behind))));
     }
-    Ok(match attempt(env, &request, &callbacks, owners)? {
-        Step::Acquired(handle) => Started::Done(handle),
-        Step::Wait(busy) => Started::Waiting(Box::new((request, callbacks, busy))),
-    })
+    let next = match attempt(env, &request, &callbacks, owners) {
+        Ok(Step::Acquired(handle)) => return Ok(Started::Done(handle)),
+        Ok(Step::Settle(claim)) => Next::Settled(claim),
+        Ok(Step::Wait(busy)) => Next::Free(busy),
+        // Out of descriptors or memory for a moment: wait and look again, unless asked not to.
+        Err(fail) if is_transient(&fail) && !request.fail_on_workspace_busy => {
+            Next::Free(Busy::held_by(None))
+        }
+        Err(fail) => return Err(fail),
+    };
+    Ok(Started::Waiting(Box::new((request, callbacks, next))))
 }
 
 fn settle(env: Env, deferred: sys::napi_deferred, outcome: JsResult<JsValue>) {
@@ -277,6 +341,8 @@ struct Pending {
     /// Its place in this process's line for the lock (left when it settles), and so its
     /// arrival order, kept across re-parks: the earliest waiter is woken first.
     line: waiting::LinePlace,
+    /// A claim waiting out [`SETTLE`] (released if the acquisition ends otherwise).
+    settling: Option<Settling>,
 }
 
 /// Arrival order of waiters across every JS thread of the process.
@@ -296,9 +362,11 @@ fn begin_waiting(
     deferred: sys::napi_deferred,
     request: Request,
     callbacks: Callbacks,
-    busy: Busy,
+    next: Next,
 ) -> JsResult<()> {
     crate::ensure_env_cleanup(env);
+    // No wait without the thread that ends it.
+    waiting::ensure_watcher()?;
     let id = NEXT_ID.with(|n| {
         let id = n.get();
         n.set(id + 1);
@@ -349,6 +417,14 @@ fn begin_waiting(
         wait: None,
         waited_on: None,
         request,
+        settling: None,
+    };
+    let busy = match next {
+        Next::Free(busy) => busy,
+        Next::Settled(claim) => {
+            park_settling(pending, id, claim);
+            return Ok(());
+        }
     };
     if !pending.line.is_first() {
         let poll = pending.request.poll;
@@ -464,6 +540,22 @@ fn park_behind(mut pending: Pending, id: u64, wait: Duration) {
     PENDING.with(|p| p.borrow_mut().insert(id, pending));
 }
 
+/// Waits out [`SETTLE`] for a claim: a timer only (no event of the lock path wakes it, nor
+/// shares its deadline with other waiters).
+fn park_settling(mut pending: Pending, id: u64, claim: Settling) {
+    let spec = WaitSpec {
+        lock_path: pending.request.target.path.clone(),
+        holder: None,
+        deadline: claim.until,
+        order: pending.line.order(),
+        pause: Some(claim.until.saturating_duration_since(Instant::now())),
+        judging: None,
+    };
+    pending.settling = Some(claim);
+    register(&mut pending, id, spec);
+    PENDING.with(|p| p.borrow_mut().insert(id, pending));
+}
+
 /// Registers the wait: at its first event the retry runs on the acquisition's JS thread.
 fn register(pending: &mut Pending, id: u64, spec: WaitSpec) {
     let retry = pending.retry.clone();
@@ -482,7 +574,29 @@ fn take(id: u64) -> Option<Pending> {
 /// The next attempt, on the JS thread.
 fn retry(env: Env, id: u64, woken_by: WakeReason) {
     // Gone already (aborted after it was woken): its finish() passed the turn on.
-    let Some(pending) = take(id) else { return };
+    let Some(mut pending) = take(id) else { return };
+    let callbacks = Callbacks {
+        judge: JudgeOptions {
+            heartbeat_stale_ms: pending.request.heartbeat_stale_ms,
+            start_time_resolver: pending.resolver.as_ref().map(JsRef::get),
+            now: pending.now.as_ref().map(JsRef::get),
+        },
+        signal: pending.signal.as_ref().map(JsRef::get),
+        on_compromised: pending.on_compromised.as_ref().map(JsRef::get),
+    };
+    if let Some(claim) = pending.settling.take() {
+        // Woken early (a nudge for the lock path): the claim has not settled yet.
+        if Instant::now() < claim.until {
+            return park_settling(pending, id, claim);
+        }
+        if claim.held.confirm() {
+            let handed = hand_out(env, &pending.request, &callbacks, claim);
+            return finish(env, pending, handed);
+        }
+        // Replaced meanwhile (an original-module process took it over too): not ours after
+        // all. Let go of what is left of it and try again, as after any lost race.
+        claim.held.release();
+    }
     // Woken by an event while an earlier waiter of this process is still in line (it was
     // woken first and is about to look, or it pauses): its turn comes first. A deadline looks
     // anyway: an earlier waiter whose thread is blocked must not hold the others up. So this
@@ -498,17 +612,9 @@ fn retry(env: Env, id: u64, woken_by: WakeReason) {
         }
         return;
     }
-    let callbacks = Callbacks {
-        judge: JudgeOptions {
-            heartbeat_stale_ms: pending.request.heartbeat_stale_ms,
-            start_time_resolver: pending.resolver.as_ref().map(JsRef::get),
-            now: pending.now.as_ref().map(JsRef::get),
-        },
-        signal: pending.signal.as_ref().map(JsRef::get),
-        on_compromised: pending.on_compromised.as_ref().map(JsRef::get),
-    };
     match attempt(env, &pending.request, &callbacks, None) {
         Ok(Step::Acquired(handle)) => finish(env, pending, Ok(handle)),
+        Ok(Step::Settle(claim)) => park_settling(pending, id, claim),
         // A callback may have aborted the signal during this attempt.
         Ok(Step::Wait(_)) if matches!(is_aborted(env, callbacks.signal), Ok(true)) => {
             finish(env, pending, Err(aborted_while_waiting()))
@@ -518,8 +624,21 @@ fn retry(env: Env, id: u64, woken_by: WakeReason) {
                 waiting::pause_after(woken_by, pending.waited_on.as_ref(), busy.holder.as_ref());
             park(pending, id, busy, pause)
         }
+        // Out of descriptors or memory for a moment: the wait goes on, and looks again soon.
+        Err(fail) if is_transient(&fail) => {
+            let wait = pending.request.poll.min(TRANSIENT_RELOOK);
+            park_behind(pending, id, wait)
+        }
         Err(fail) => finish(env, pending, Err(fail)),
     }
+}
+
+/// How soon a waiter whose look failed for want of descriptors or memory looks again.
+const TRANSIENT_RELOOK: Duration = Duration::from_millis(50);
+
+/// EMFILE, ENFILE, ENOMEM: failures of the moment, not of the lock.
+fn is_transient(fail: &Fail) -> bool {
+    matches!(fail, Fail::Lock(LockError::Io(e)) if matches!(e.code(), "EMFILE" | "ENFILE" | "ENOMEM"))
 }
 
 fn aborted_while_waiting() -> Fail {
@@ -539,6 +658,10 @@ fn abort(env: Env, id: u64) {
 fn finish(env: Env, mut pending: Pending, outcome: JsResult<JsValue>) {
     if let Some(wait) = pending.wait.take() {
         waiting::cancel(wait);
+    }
+    // Aborted while its claim settled: the claim goes.
+    if let Some(claim) = pending.settling.take() {
+        claim.held.release();
     }
     // Out of line before the next one is woken, so that it is first when it looks.
     pending.line.leave();
@@ -566,6 +689,9 @@ pub fn abandon_all_pending() {
     for mut pending in all {
         if let Some(wait) = pending.wait.take() {
             waiting::cancel(wait);
+        }
+        if let Some(claim) = pending.settling.take() {
+            claim.held.release();
         }
         pending.line.leave();
         waiting::nudge(&pending.request.target.path);

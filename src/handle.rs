@@ -12,26 +12,45 @@
 
 use crate::js::{self, Env, JsRef, JsResult, JsValue};
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
-use workspace_lock_core::held_lock::{HeldLock, LostCallback};
+use workspace_lock_core::held_lock::{HeldLock, LostCallback, RefreshFailure};
 use workspace_lock_core::protocol::Reclaim;
+
+/// `deliverLoss(lease, reason)` of index.js, callable from the heartbeat thread. Weak: it
+/// never keeps the event loop alive; index.js delivers a loss still pending at exit itself.
+type DeliverLoss =
+    ThreadsafeFunction<(u32, String), Unknown<'static>, FnArgs<(u32, String)>, Status, false, true>;
 
 thread_local! {
     /// Locks held through this JS thread's env, by lease number.
     static LEASES: RefCell<HashMap<u32, Arc<HeldLock>>> = RefCell::new(HashMap::new());
     static NEXT_LEASE: Cell<u32> = const { Cell::new(1) };
-    /// `makeHandle(lease, cwd, goalId, lockPath, startTime, reclaimed)` from index.js.
+    /// `makeHandle(lease, cwd, goalId, lockPath, startTime, reclaimed, onCompromised)` from
+    /// index.js.
     static FACTORY: RefCell<Option<JsRef>> = const { RefCell::new(None) };
+    static DELIVER: RefCell<Option<Arc<DeliverLoss>>> = const { RefCell::new(None) };
 }
 
-/// Registers index.js's handle factory for this env.
-pub fn set_factory(env: Env, factory: JsValue) -> JsResult<()> {
-    if !js::is_function(env, factory) {
-        return Err(js::type_error("the handle factory must be a function"));
+/// Registers index.js's handle factory and loss deliverer for this env.
+pub fn set_factory(env: Env, factory: JsValue, deliver: JsValue) -> JsResult<()> {
+    if !js::is_function(env, factory) || !js::is_function(env, deliver) {
+        return Err(js::type_error(
+            "the handle factory and the loss deliverer must be functions",
+        ));
     }
+    // SAFETY: deliver is a live function value of env (checked above).
+    let function: Function<'_, FnArgs<(u32, String)>, Unknown<'static>> =
+        unsafe { Function::from_napi_value(env, deliver) }?;
+    let tsfn = function
+        .build_threadsafe_function::<(u32, String)>()
+        .callee_handled::<false>()
+        .weak::<true>()
+        // Two arguments (a bare pair would arrive as one array).
+        .build_callback(|ctx| Ok(FnArgs::from(ctx.value)))?;
+    DELIVER.with(|d| d.borrow_mut().replace(Arc::new(tsfn)));
     let new = JsRef::new(env, factory)?;
     if let Some(old) = FACTORY.with(|f| f.borrow_mut().replace(new)) {
         old.forget();
@@ -40,8 +59,8 @@ pub fn set_factory(env: Env, factory: JsValue) -> JsResult<()> {
 }
 
 /// Releases a lease (the handle's `release()`): idempotent. Returns why the lock had been
-/// lost, if it had (found by the heartbeat, or by this release), so the handle can keep
-/// reporting it.
+/// lost, if it had (found by the heartbeat, or by this release), so the handle can report
+/// it before `release()` returns and keep reporting it.
 pub fn release_lease(lease: u32) -> Option<String> {
     let held = LEASES.with(|l| l.borrow_mut().remove(&lease))?;
     held.release();
@@ -53,6 +72,11 @@ pub fn lease_lost(lease: u32) -> Option<String> {
     LEASES.with(|l| l.borrow().get(&lease).and_then(|h| h.lost()))
 }
 
+/// Why a held lease's heartbeat could not be refreshed lately, if it could not.
+pub fn lease_refresh_failure(lease: u32) -> Option<RefreshFailure> {
+    LEASES.with(|l| l.borrow().get(&lease).and_then(|h| h.refresh_failure()))
+}
+
 /// Releases every lock this env still holds (its teardown hook).
 pub fn release_all_held() {
     let held: Vec<Arc<HeldLock>> =
@@ -60,6 +84,34 @@ pub fn release_all_held() {
     for lock in held {
         lock.release();
     }
+}
+
+/// A lease number for a claim about to be held (so its lost-lock callback can name it
+/// before its handle exists); [`make_handle`] records the lock under it.
+pub fn next_lease() -> u32 {
+    LEASES.with(|l| {
+        let leases = l.borrow();
+        // Numbers wrap after 4 billion acquisitions in one env: skip any still held.
+        let mut id = NEXT_LEASE.with(Cell::get);
+        while id == 0 || leases.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        // Reserved: an acquisition whose claim settles first may take a while to use it.
+        NEXT_LEASE.with(|n| n.set(id.wrapping_add(1)));
+        id
+    })
+}
+
+/// A callback for the heartbeat thread that has index.js deliver a loss of `lease` to its
+/// `onCompromised` (once, whoever finds it first), without keeping the event loop alive.
+pub fn lost_notifier(lease: u32) -> Option<LostCallback> {
+    let deliver = DELIVER.with(|d| d.borrow().clone())?;
+    Some(Box::new(move |reason: &str| {
+        deliver.call(
+            (lease, reason.to_string()),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
+    }))
 }
 
 /// What the handle shows of the request.
@@ -70,6 +122,8 @@ pub struct HandleFields<'a> {
     pub start_time: Option<f64>,
     /// `{ reason, goalId, pid }` of the stale lock this acquisition took over.
     pub reclaimed: Option<&'a Reclaim>,
+    /// The caller's `onCompromised`, which the handle calls (once).
+    pub on_compromised: Option<JsValue>,
 }
 
 fn reclaimed_value(env: Env, reclaimed: Option<&Reclaim>) -> JsResult<JsValue> {
@@ -94,20 +148,16 @@ fn reclaimed_value(env: Env, reclaimed: Option<&Reclaim>) -> JsResult<JsValue> {
     Ok(obj)
 }
 
-/// Records `held` as a lease of this env and builds its handle with index.js's factory.
-/// If the handle cannot be built, the lock is released again: nobody could release it.
-pub fn make_handle(env: Env, fields: &HandleFields<'_>, held: Arc<HeldLock>) -> JsResult<JsValue> {
-    let lease = LEASES.with(|l| {
-        let mut leases = l.borrow_mut();
-        // Numbers wrap after 4 billion acquisitions in one env: skip any still held.
-        let mut id = NEXT_LEASE.with(Cell::get);
-        while id == 0 || leases.contains_key(&id) {
-            id = id.wrapping_add(1);
-        }
-        NEXT_LEASE.with(|n| n.set(id.wrapping_add(1)));
-        leases.insert(id, held);
-        id
-    });
+/// Records `held` as lease `lease` (from [`next_lease`]) of this env and builds its handle
+/// with index.js's factory. If the handle cannot be built, the lock is released again:
+/// nobody could release it.
+pub fn make_handle(
+    env: Env,
+    lease: u32,
+    fields: &HandleFields<'_>,
+    held: Arc<HeldLock>,
+) -> JsResult<JsValue> {
+    LEASES.with(|l| l.borrow_mut().insert(lease, held));
     let built = build_handle(env, lease, fields);
     if built.is_err() {
         release_lease(lease);
@@ -133,6 +183,7 @@ fn build_handle(env: Env, lease: u32, fields: &HandleFields<'_>) -> JsResult<JsV
         js::string(env, fields.lock_path),
         start_time,
         reclaimed_value(env, fields.reclaimed)?,
+        fields.on_compromised.unwrap_or_else(|| js::undefined(env)),
     ];
     js::call(env, factory, js::undefined(env), &args)
 }
@@ -142,34 +193,5 @@ pub fn forget_cached() {
     if let Some(factory) = FACTORY.with(|f| f.borrow_mut().take()) {
         factory.forget();
     }
-}
-
-/// A callback for the heartbeat thread that calls `onCompromised(error)` on the JS thread
-/// without keeping the event loop alive.
-pub fn lost_notifier(
-    env: Env,
-    callback: JsValue,
-    goal_id: &str,
-    cwd: &str,
-) -> JsResult<LostCallback> {
-    // SAFETY: callback is a live function value of env (checked by the options parser).
-    let function: Function<'_, Unknown<'static>, Unknown<'static>> =
-        unsafe { Function::from_napi_value(env, callback) }?;
-    let prefix = format!("workspace lock compromised for goal {goal_id} (cwd={cwd}): ");
-    let tsfn = function
-        .build_threadsafe_function::<String>()
-        .callee_handled::<false>()
-        .weak::<true>()
-        .build_callback(move |ctx| {
-            let raw = ctx.env.raw();
-            let message = format!("{prefix}{}", ctx.value);
-            let err = js::plain_error(raw, &message);
-            let _ = js::set_named(raw, err, "code", js::string(raw, "ECOMPROMISED"));
-            // SAFETY: err is a live value of this env during the call.
-            Ok(unsafe { Unknown::from_raw_unchecked(raw, err) })
-        })?;
-    let tsfn = Arc::new(tsfn);
-    Ok(Box::new(move |reason: &str| {
-        tsfn.call(reason.to_string(), ThreadsafeFunctionCallMode::NonBlocking);
-    }))
+    DELIVER.with(|d| d.borrow_mut().take());
 }

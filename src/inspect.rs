@@ -9,8 +9,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use workspace_lock_core::js_semantics::node_path_join;
 use workspace_lock_core::liveness::Verdict;
-use workspace_lock_core::lockfile_io::{observe, Observed};
-use workspace_lock_core::protocol::unreadable_grace;
+use workspace_lock_core::lockfile_io::{observe_for_reading, Observed};
+use workspace_lock_core::protocol::is_being_written;
 
 /// `{ lockPath, state, reason?, evidence?, record?, heartbeatAgeMs?, ageMs? }` for one path.
 pub fn inspect_path(
@@ -28,7 +28,7 @@ pub fn inspect_path(
         }
         Ok(())
     };
-    let seen = observe(path)?;
+    let seen = observe_for_reading(path)?;
     if let Some(age) = seen.age() {
         js::set_named(
             env,
@@ -37,9 +37,8 @@ pub fn inspect_path(
             js::number(env, age.as_secs_f64() * 1000.0),
         )?;
     }
-    let grace = unreadable_grace(judge.opts.heartbeat_stale_ms);
     let unreadable = |obj_state: &dyn Fn(&str, Option<&str>) -> JsResult<()>| {
-        if seen.age().is_some_and(|a| a < grace) {
+        if is_being_written(&seen, judge.opts.heartbeat_stale_ms) {
             obj_state("unreadable", Some("being_written"))
         } else {
             obj_state("stale", Some("corrupt"))
@@ -58,12 +57,21 @@ pub fn inspect_path(
             let owners = judge.owner_file(path, record);
             let (verdict, evidence) = judge.judgement(record, owners.as_deref())?;
             let heartbeat = record.heartbeat();
+            let mut age = None;
             if heartbeat.is_finite() {
-                let age = judge.now()? - heartbeat;
-                js::set_named(env, obj, "heartbeatAgeMs", js::number(env, age))?;
+                let ms = judge.now()? - heartbeat;
+                js::set_named(env, obj, "heartbeatAgeMs", js::number(env, ms))?;
+                age = Some(ms);
             }
             match verdict {
-                Verdict::Live => set_state("held", None)?,
+                Verdict::Live => {
+                    set_state("held", None)?;
+                    // Alive by proof, yet not refreshing: stopped (SIGSTOP, a debugger, a
+                    // frozen cgroup), hung, or unable to write. An operator should know.
+                    if age.is_some_and(|ms| ms > judge.opts.heartbeat_stale_ms) {
+                        js::set_named(env, obj, "heartbeatLate", js::boolean(env, true))?;
+                    }
+                }
                 Verdict::Stale(reason) => set_state("stale", Some(reason.as_str()))?,
                 Verdict::Malformed => unreadable(&set_state)?,
             }
@@ -83,7 +91,15 @@ pub fn inspect_dir(env: Env, judge: &Judge<'_>, dir: &str) -> JsResult<JsValue> 
             .map(|e| e.file_name().as_bytes().to_vec())
             .filter(|n| n.ends_with(b".lock"))
             .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        // No locks can exist where the directory cannot (SPEC's error rule).
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Vec::new()
+        }
         Err(e) => {
             return Err(
                 workspace_lock_core::error::LockError::io(&e, "scandir", Path::new(dir)).into(),

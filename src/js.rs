@@ -253,15 +253,6 @@ pub fn from_json(env: Env, value: Option<&Value>) -> JsResult<JsValue> {
     })
 }
 
-/// A plain `Error` with this message (no extra properties, as the original's errors).
-pub fn plain_error(env: Env, message: &str) -> JsValue {
-    let msg = string(env, message);
-    let mut out = ptr::null_mut();
-    // SAFETY: env is live; a null code means no `code` property.
-    unsafe { sys::napi_create_error(env, ptr::null_mut(), msg, &mut out) };
-    out
-}
-
 /// The JavaScript value of a failure: the thrown value itself, or a new error of ours.
 /// I/O errors look like Node's fs errors (`code`, `errno`, `syscall`, `path`).
 pub fn error_value(env: Env, fail: &Fail) -> JsValue {
@@ -281,6 +272,11 @@ pub fn error_value(env: Env, fail: &Fail) -> JsValue {
             _ => sys::napi_create_error(env, ptr::null_mut(), msg, &mut out),
         }
     };
+    if let LockError::Thread(t) = err {
+        let _ = set_named(env, out, "errno", number(env, -f64::from(t.errno)));
+        let _ = set_named(env, out, "code", string(env, t.code()));
+        let _ = set_named(env, out, "syscall", string(env, "pthread_create"));
+    }
     if let LockError::Io(io) = err {
         let _ = set_named(env, out, "errno", number(env, -f64::from(io.errno)));
         let _ = set_named(env, out, "code", string(env, io.code()));

@@ -15,13 +15,14 @@ use napi::sys;
 use napi_derive::napi;
 use std::cell::Cell;
 use std::path::PathBuf;
+use workspace_lock_core::error::{LockError, EISDIR};
 use workspace_lock_core::js_semantics::node_path_join;
 use workspace_lock_core::kernel_lock::OwnerFile;
 use workspace_lock_core::liveness::Verdict;
 use workspace_lock_core::lockfile_io::{observe_workspace_lock, Observed};
 use workspace_lock_core::paths::{workspace_lock_path as core_lock_path, PathContext};
 use workspace_lock_core::process_probe::start_time_of;
-use workspace_lock_core::protocol::reclaim_stale;
+use workspace_lock_core::protocol::{is_being_written, reclaim_stale};
 
 fn lock_path_of(cwd: &str) -> JsResult<PathBuf> {
     let ctx = PathContext::for_cwd(cwd)?;
@@ -188,20 +189,48 @@ pub fn is_workspace_busy<'env>(
     run_judged(env, cwd, "cwd", opts, |raw, cwd, judge| {
         let ctx = PathContext::for_cwd(&cwd)?;
         let (path, seen) = observe_workspace_lock(&cwd, &ctx)?;
-        let Observed::File {
-            record: Some(record),
-            ..
-        } = seen
-        else {
-            return Ok(js::undefined(raw));
+        // The verdict an acquisition would reach (busy, or free to claim), as a goalId.
+        let young = is_being_written(&seen, judge.opts.heartbeat_stale_ms);
+        let record = match &seen {
+            Observed::Absent => return Ok(js::undefined(raw)),
+            Observed::Directory => {
+                return Err(LockError::errno(EISDIR, "open", &path).into());
+            }
+            Observed::File {
+                record: Some(record),
+                ..
+            } => record,
+            // Empty, unparsable, not a file: busy while it may be a claim being written.
+            // (An injected judge reads as the original does: no record, no holder.)
+            Observed::File { record: None, .. } | Observed::NotAFile { .. } => {
+                return Ok(busy_without_goal(raw, young && !judge.opts.injected()));
+            }
         };
-        let owners = judge.owner_file(&path, &record);
-        match judge.verdict(&record, owners.as_deref())? {
+        let owners = judge.owner_file(&path, record);
+        match judge.verdict(record, owners.as_deref())? {
             Verdict::Live => js::from_json(raw, record.goal_id()),
-            Verdict::Stale(_) | Verdict::Malformed => Ok(js::undefined(raw)),
+            Verdict::Stale(_) => Ok(js::undefined(raw)),
+            Verdict::Malformed => match record.goal_id() {
+                Some(serde_json::Value::String(goal)) if young => Ok(js::string(raw, goal)),
+                _ => Ok(busy_without_goal(raw, young)),
+            },
         }
     })
 }
+
+/// What `isWorkspaceBusy` says of a lockfile that names no goal: busy while it may be a
+/// claim still being written (as an acquisition judges it), free once it is old.
+fn busy_without_goal(raw: sys::napi_env, young: bool) -> sys::napi_value {
+    if young {
+        js::string(raw, BEING_WRITTEN)
+    } else {
+        js::undefined(raw)
+    }
+}
+
+/// `isWorkspaceBusy`'s answer for a lockfile only just created and not yet readable (the
+/// original module creates its claim empty and writes it afterwards): busy, by no known goal.
+const BEING_WRITTEN: &str = "(a claim being written)";
 
 /// `reclaimStaleLocks(dir, opts?)`: deletes the stale `*.lock` files of `dir`.
 #[napi(
@@ -268,12 +297,41 @@ pub fn inspect_workspace_locks<'env>(
 #[napi(
     catch_unwind,
     js_name = "setHandleFactory",
-    ts_args_type = "factory: Function"
+    ts_args_type = "factory: Function, deliverLoss: (lease: number, reason: string) => void"
 )]
-pub fn set_handle_factory<'env>(env: &'env Env, factory: Unknown<'env>) -> Result<Unknown<'env>> {
+pub fn set_handle_factory<'env>(
+    env: &'env Env,
+    factory: Unknown<'env>,
+    deliver_loss: Unknown<'env>,
+) -> Result<Unknown<'env>> {
     run_sync(env, |raw| {
-        handle::set_factory(raw, factory.raw())?;
+        handle::set_factory(raw, factory.raw(), deliver_loss.raw())?;
         Ok(js::undefined(raw))
+    })
+}
+
+/// Internal, for index.js: why a held lease's heartbeat could not be refreshed lately (an
+/// Error with Node's `code`, `syscall` and `path`, plus `attempts` and `since`, the
+/// wall-clock ms of the first failure), or `undefined` while refreshes work.
+#[napi(
+    catch_unwind,
+    js_name = "leaseRefreshError",
+    ts_return_type = "Error | undefined"
+)]
+pub fn lease_refresh_error<'env>(env: &'env Env, lease: u32) -> Result<Unknown<'env>> {
+    run_sync(env, |raw| {
+        let Some(failure) = handle::lease_refresh_failure(lease) else {
+            return Ok(js::undefined(raw));
+        };
+        let err = js::error_value(raw, &js::Fail::Lock(failure.error));
+        js::set_named(
+            raw,
+            err,
+            "attempts",
+            js::number(raw, f64::from(failure.attempts)),
+        )?;
+        js::set_named(raw, err, "since", js::number(raw, failure.since_ms))?;
+        Ok(err)
     })
 }
 

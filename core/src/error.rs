@@ -5,6 +5,9 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// "Is a directory", for callers without libc (the binding).
+pub const EISDIR: i32 = libc::EISDIR;
+
 /// An operating-system failure on one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IoFailure {
@@ -65,6 +68,42 @@ pub enum LockError {
     Busy(String),
     /// The caller aborted the acquisition.
     Aborted(String),
+    /// A thread the lock needs (its heartbeat, the waiters' watcher) could not be started:
+    /// no lock is handed out without it.
+    Thread(ThreadFailure),
+}
+
+/// `pthread_create` failed (a container's `pids.max`, `RLIMIT_NPROC`, no memory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadFailure {
+    pub errno: i32,
+    /// Which thread: "heartbeat", "waiter".
+    pub thread: &'static str,
+}
+
+impl ThreadFailure {
+    pub fn from_io(err: &io::Error, thread: &'static str) -> Self {
+        ThreadFailure {
+            errno: err.raw_os_error().unwrap_or(libc::EAGAIN),
+            thread,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        errno_name(self.errno).0
+    }
+}
+
+impl fmt::Display for ThreadFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: could not start the workspace lock's {} thread ({}); no lock was taken",
+            self.code(),
+            self.thread,
+            errno_name(self.errno).1
+        )
+    }
 }
 
 impl LockError {
@@ -81,6 +120,7 @@ impl fmt::Display for LockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LockError::Io(e) => e.fmt(f),
+            LockError::Thread(e) => e.fmt(f),
             LockError::Type(m)
             | LockError::Range(m)
             | LockError::Busy(m)
@@ -148,5 +188,17 @@ mod tests {
     #[test]
     fn unknown_errno_is_named_eunknown() {
         assert_eq!(errno_name(-12345).0, "EUNKNOWN");
+    }
+
+    #[test]
+    fn thread_failures_name_the_thread_and_the_os_code() {
+        let e = LockError::Thread(ThreadFailure::from_io(
+            &io::Error::from_raw_os_error(libc::EAGAIN),
+            "heartbeat",
+        ));
+        assert_eq!(
+            e.to_string(),
+            "EAGAIN: could not start the workspace lock's heartbeat thread (resource temporarily unavailable); no lock was taken"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! heartbeat fresh (independent of any JavaScript event loop) and notices when a lockfile
 //! stops being ours.
 
-use crate::error::LockError;
+use crate::error::{LockError, ThreadFailure};
 use crate::kernel_lock::MUTEX_PATIENCE;
 use crate::protocol::{
     check_and_refresh, release_noting_loss, Claimed, Ownership, Patience, Released,
@@ -38,7 +38,26 @@ struct HeldState {
     claim: Claimed,
     released: bool,
     lost: Option<String>,
+    /// The last refresh failed (a full or read-only disk, an I/O error): why, and since
+    /// when (wall-clock ms, for people). Cleared by the next refresh that works.
+    refresh_failure: Option<RefreshFailure>,
 }
+
+/// Why the heartbeat could not be refreshed. The lock stays held (its kernel lock proves
+/// the holder alive to every judge of this package); refreshes are retried every
+/// [`REFRESH_RETRY`] at most.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefreshFailure {
+    pub error: LockError,
+    pub since_ms: f64,
+    pub attempts: u32,
+}
+
+/// How soon a failed refresh is tried again (sooner than the usual interval, if that is
+/// longer): the failure may pass (space freed, a transient EIO) and the heartbeat must
+/// catch up before judges that have no proof of life (original-module processes, other
+/// hosts) give up on it.
+pub const REFRESH_RETRY: Duration = Duration::from_millis(250);
 
 pub struct HeldLock {
     id: u64,
@@ -46,17 +65,31 @@ pub struct HeldLock {
     /// False when the caller injected a clock: that clock owns time, we do not write it.
     refresh: bool,
     interval: Duration,
+    /// Until when the lockfile is checked every [`CLOSE_WATCH`] (see [`HeldLock::hold`]).
+    close_watch_until: Option<Instant>,
     on_lost: Option<LostCallback>,
 }
 
+/// How often a lock just claimed is checked, and for how long.
+pub const CLOSE_WATCH: Duration = Duration::from_millis(50);
+pub const CLOSE_WATCH_FOR: Duration = Duration::from_secs(2);
+
+/// How late a beat may be, so that beats due close together are served by one wake-up.
+const BEAT_SLACK: Duration = Duration::from_millis(10);
+
 impl HeldLock {
     /// Starts watching (and, with `refresh`, refreshing) a claim until it is released.
+    /// No lock without a heartbeat: if the heartbeat thread cannot be started, the claim is
+    /// released again and the error says why.
+    /// For the first [`CLOSE_WATCH_FOR`] the lockfile is checked every [`CLOSE_WATCH`]: a
+    /// process of the original module that judged the lock stale just before we claimed it
+    /// unlinks whatever is there, our claim included, and the loss is reported at once.
     pub fn hold(
         claim: Claimed,
         refresh: bool,
         heartbeat_stale_ms: f64,
         on_lost: Option<LostCallback>,
-    ) -> Arc<HeldLock> {
+    ) -> Result<Arc<HeldLock>, LockError> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let held = Arc::new(HeldLock {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -64,13 +97,63 @@ impl HeldLock {
                 claim,
                 released: false,
                 lost: None,
+                refresh_failure: None,
             }),
             refresh,
             interval: refresh_interval(heartbeat_stale_ms),
+            close_watch_until: Some(Instant::now() + CLOSE_WATCH_FOR),
             on_lost,
         });
-        service().add(held.clone());
-        held
+        if let Err(e) = service().add(held.clone()) {
+            let mut state = held.state();
+            state.released = true;
+            let _ = release_noting_loss(&mut state.claim, Patience::Wait);
+            return Err(e);
+        }
+        Ok(held)
+    }
+
+    /// Checks now that the lockfile is still ours (no refresh). `false` when it is not: the
+    /// loss is noted (and reported to `on_lost`, if any) as a heartbeat would.
+    pub fn confirm(&self) -> bool {
+        let lost_reason = {
+            let mut state = self.state();
+            if state.lost.is_some() {
+                return false;
+            }
+            match check_and_refresh(&mut state.claim, None) {
+                Ok(Ownership::Lost(reason)) => {
+                    if let (Some(owners), Some(slot)) = (&state.claim.owners, state.claim.slot) {
+                        owners.unhold(slot);
+                    }
+                    state.lost = Some(reason.clone());
+                    reason
+                }
+                // Ours; or not looked at (a stopped process in the mutex, an I/O error):
+                // nothing says it is not, and the heartbeat keeps checking.
+                _ => return true,
+            }
+        };
+        self.report_loss(&lost_reason);
+        false
+    }
+
+    /// How late its beats may be: a little, and far less than its interval.
+    fn slack(&self) -> Duration {
+        (self.interval / 4).min(BEAT_SLACK)
+    }
+
+    /// The wait before the next beat: the usual interval, or less while watched closely.
+    fn next_beat(&self, usual: Duration) -> Duration {
+        match self.close_watch_until {
+            Some(until) if Instant::now() < until => usual.min(CLOSE_WATCH),
+            _ => usual,
+        }
+    }
+
+    /// Why the last refresh failed, while refreshes fail.
+    pub fn refresh_failure(&self) -> Option<RefreshFailure> {
+        self.state().refresh_failure.clone()
     }
 
     fn state(&self) -> MutexGuard<'_, HeldState> {
@@ -157,12 +240,13 @@ impl HeldLock {
         self.state().lost.clone()
     }
 
-    /// One heartbeat: check the lockfile is ours, refresh it. `false` = stop watching.
-    fn beat(&self) -> bool {
+    /// One heartbeat: check the lockfile is ours, refresh it. Returns when to beat next
+    /// (`None` = stop watching).
+    fn beat(&self) -> Option<Duration> {
         let lost_reason = {
             let mut state = self.state();
             if state.released || state.lost.is_some() {
-                return false;
+                return None;
             }
             let refreshed = self.refresh.then(|| {
                 let mut r = state.claim.record.clone();
@@ -170,9 +254,29 @@ impl HeldLock {
                 r
             });
             match check_and_refresh(&mut state.claim, refreshed) {
-                Ok(Ownership::Ours) | Ok(Ownership::Undecided) => return true,
-                // Transient trouble (a full disk, say): our kernel lock still proves we live.
-                Err(_) => return true,
+                Ok(Ownership::Ours) => {
+                    state.refresh_failure = None;
+                    return Some(self.next_beat(self.interval));
+                }
+                Ok(Ownership::Undecided) => return Some(self.next_beat(self.interval)),
+                // A full or read-only disk, an I/O error, no descriptor left: the lock stays
+                // ours (the kernel lock proves we live); say so, and try again soon.
+                Err(error) => {
+                    let failure = match state.refresh_failure.take() {
+                        Some(f) => RefreshFailure {
+                            error,
+                            attempts: f.attempts.saturating_add(1),
+                            since_ms: f.since_ms,
+                        },
+                        None => RefreshFailure {
+                            error,
+                            since_ms: wall_clock_ms(),
+                            attempts: 1,
+                        },
+                    };
+                    state.refresh_failure = Some(failure);
+                    return Some(self.next_beat(self.interval.min(REFRESH_RETRY)));
+                }
                 Ok(Ownership::Lost(reason)) => {
                     // Nothing refers to our kernel byte any more; free it.
                     if let (Some(owners), Some(slot)) = (&state.claim.owners, state.claim.slot) {
@@ -184,7 +288,7 @@ impl HeldLock {
             }
         };
         self.report_loss(&lost_reason);
-        false
+        None
     }
 }
 
@@ -220,22 +324,25 @@ impl Service {
         self.schedule.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn add(&'static self, held: Arc<HeldLock>) {
+    fn add(&'static self, held: Arc<HeldLock>) -> Result<(), LockError> {
         let mut s = self.lock();
-        let due = Instant::now() + held.interval;
-        s.due.push(Reverse((due, held.id)));
-        s.held.insert(held.id, held);
         if !s.thread_started {
-            // If the thread cannot be created, locks are still held and released correctly;
-            // only their heartbeats go unrefreshed. Try again at the next hold.
-            s.thread_started = std::thread::Builder::new()
+            // Without the thread no heartbeat would ever be written and no loss noticed:
+            // the caller hands out no lock then. The next hold tries again.
+            std::thread::Builder::new()
                 .name("workspace-lock-heartbeat".into())
                 .spawn(move || self.run())
-                .is_ok();
+                .map_err(|e| LockError::Thread(ThreadFailure::from_io(&e, "heartbeat")))?;
+            s.thread_started = true;
         }
-        if s.wakes_at.is_none_or(|at| at > due) {
+        let due = Instant::now() + held.next_beat(held.interval);
+        let held_slack = held.slack();
+        s.due.push(Reverse((due, held.id)));
+        s.held.insert(held.id, held);
+        if s.wakes_at.is_none_or(|at| at > due + held_slack) {
             self.wake.notify_one();
         }
+        Ok(())
     }
 
     fn remove(&self, id: u64) {
@@ -256,6 +363,10 @@ impl Service {
                 Some((at, id)) => {
                     let now = Instant::now();
                     if at > now {
+                        // Beats due close together share one wake-up: a thread switch per
+                        // acquire/release cycle would cost more than the cycle.
+                        let slack = s.held.get(&id).map_or(BEAT_SLACK, |h| h.slack());
+                        let at = at + slack;
                         s.wakes_at = Some(at);
                         s = self
                             .wake
@@ -270,12 +381,15 @@ impl Service {
                         continue;
                     };
                     drop(s);
-                    let keep = held.beat();
+                    let next = held.beat();
                     s = self.lock();
-                    if keep && s.held.contains_key(&id) {
-                        s.due.push(Reverse((Instant::now() + held.interval, id)));
-                    } else {
-                        s.held.remove(&id);
+                    match next {
+                        Some(after) if s.held.contains_key(&id) => {
+                            s.due.push(Reverse((Instant::now() + after, id)));
+                        }
+                        _ => {
+                            s.held.remove(&id);
+                        }
                     }
                 }
             }
@@ -335,7 +449,7 @@ mod tests {
     fn a_held_lock_stays_fresh_far_beyond_the_threshold() {
         let dir = TempDir::new("held-fresh");
         let target = LockTarget::new(dir.path().join("h.lock"));
-        let held = HeldLock::hold(claim(&target), true, 100.0, None);
+        let held = HeldLock::hold(claim(&target), true, 100.0, None).unwrap();
         for _ in 0..6 {
             std::thread::sleep(Duration::from_millis(60));
             let r = ParsedRecord::parse(&std::fs::read(&target.path).unwrap()).unwrap();
@@ -364,7 +478,8 @@ mod tests {
             Some(Box::new(move |_| {
                 seen.fetch_add(1, Ordering::SeqCst);
             })),
-        );
+        )
+        .unwrap();
         std::fs::remove_file(&target.path).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while held.lost().is_none() && Instant::now() < deadline {
@@ -392,7 +507,8 @@ mod tests {
             Some(Box::new(move |reason| {
                 seen.lock().unwrap().push(reason.to_string());
             })),
-        );
+        )
+        .unwrap();
         std::fs::remove_file(&target.path).unwrap();
         let mut other = claim(&target);
         assert!(
@@ -416,7 +532,7 @@ mod tests {
         use crate::kernel_lock::{mutex_offset, OwnerFile};
         let dir = TempDir::new("held-release-later");
         let target = LockTarget::new(dir.path().join("h.lock"));
-        let held = HeldLock::hold(claim(&target), true, 60_000.0, None);
+        let held = HeldLock::hold(claim(&target), true, 60_000.0, None).unwrap();
         // Another process, stopped inside this lock's mutex.
         let stopped = OwnerFile::open(&target.dir, false).unwrap().unwrap();
         stopped

@@ -44,6 +44,8 @@ pub struct OwnerFile {
     path: PathBuf,
     /// Its device and inode numbers, read once when first asked for.
     id: OnceLock<Option<FileId>>,
+    /// Opened for writing: bytes can be locked in it, not only tested.
+    writable: bool,
 }
 
 /// A holder's kernel-lock byte.
@@ -98,6 +100,7 @@ impl OwnerFile {
                 file,
                 path,
                 id: OnceLock::new(),
+                writable: true,
             })),
             Err(e) if !create && e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(LockError::io(&e, "open", &path)),
@@ -114,7 +117,39 @@ impl OwnerFile {
             file: File::from(fd),
             path,
             id: OnceLock::new(),
+            writable: true,
         })
+    }
+
+    /// The owner file of `dir` to test holders' bytes in (never created). Where it cannot
+    /// be opened for writing (a read-only file system, no write permission) it is opened
+    /// read-only: testing a byte needs no write access, and a holder there is still proven
+    /// alive by it.
+    pub fn open_to_judge(dir: &Path) -> Option<OwnerFile> {
+        match OwnerFile::open(dir, false) {
+            Ok(found) => found,
+            Err(LockError::Io(e))
+                if matches!(e.errno, libc::EROFS | libc::EACCES | libc::EPERM) =>
+            {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(&e.path)
+                    .ok()?;
+                Some(OwnerFile {
+                    file,
+                    path: e.path,
+                    id: OnceLock::new(),
+                    writable: false,
+                })
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Whether bytes can be locked in it (see [`OwnerFile::open_to_judge`]).
+    pub fn writable(&self) -> bool {
+        self.writable
     }
 
     /// The identity of the file opened (one fstat, then remembered): what a record names as
@@ -264,7 +299,7 @@ pub fn owner_file_for_judging(dir: &Path, named: Option<FileId>) -> Option<Arc<O
             return Some(file);
         }
     }
-    let opened = Arc::new(OwnerFile::open(dir, false).ok().flatten()?);
+    let opened = Arc::new(OwnerFile::open_to_judge(dir)?);
     if named.is_some() && opened.id() == named {
         let mut kept = judging_files();
         // The name's previous file, if kept, is no longer what the name opens.

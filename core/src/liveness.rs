@@ -7,9 +7,9 @@
 //!   on another host only by its heartbeat.
 
 use crate::host::{locality_of, Locality};
-use crate::js_semantics::strict_equals_number;
+use crate::js_semantics::{strict_equals_number, template_string};
 use crate::kernel_lock::{HolderSlot, OwnerFile, SlotState};
-use crate::process_probe::{probe_pid, PidProbe, PidState};
+use crate::process_probe::{probe_pid, start_time_of, PidProbe, PidState};
 use crate::record::ParsedRecord;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -73,6 +73,24 @@ pub fn original_verdict<E>(
         return Ok(Verdict::Stale(StaleReason::HeartbeatStale));
     }
     Ok(Verdict::Live)
+}
+
+/// Whether a process of the original module could judge this previous holder stale too,
+/// now, and so be between its judgement and its unlink-and-create while we take the lock
+/// over: an old or missing heartbeat, a pid now another process's, or no record at all.
+/// A holder found dead by its kernel lock or its pid, with a fresh heartbeat and its pid
+/// unused, still looks alive to the original: no race then.
+pub fn original_may_also_reclaim(previous: Option<&ParsedRecord>, now: f64, stale_ms: f64) -> bool {
+    let Some(record) = previous else {
+        return true;
+    };
+    let heartbeat = record.heartbeat();
+    if heartbeat.is_nan() || now - heartbeat > stale_ms {
+        return true;
+    }
+    record.start_time().is_some()
+        && start_time_of(&template_string(record.pid()))
+            .is_some_and(|current| !strict_equals_number(record.start_time(), current))
 }
 
 /// What a verdict of this package's judge rests on.
@@ -193,7 +211,10 @@ pub fn enhanced_judgement(
                 Evidence::KernelLock,
             )
         }
-        (Some(ByteEvidence::Held), _) => evidence = Evidence::KernelLock,
+        // Proof of life outranks the clock: a held byte is a running (or stopped) holder,
+        // whatever its heartbeat says. A wall-clock step, a full disk that stops its
+        // refreshes or a SIGSTOP must not let anyone evict it.
+        (Some(ByteEvidence::Held), _) => return (Verdict::Live, Evidence::KernelLock),
         // Cannot tell (locks unsupported here): the heartbeat decides.
         (Some(ByteEvidence::Unknown), _) => {}
         // No byte to go on, or none that counts (the holder's owner file is gone): its pid
@@ -209,6 +230,13 @@ pub fn enhanced_judgement(
                     if let Some(current) = probe.start_time {
                         if !strict_equals_number(record.start_time(), current) {
                             return (Verdict::Stale(StaleReason::PidRecycled), evidence);
+                        }
+                        // A record of this package whose writer still runs (same pid, same
+                        // start time) is alive too, though no byte proves it: its owner
+                        // file was deleted or replaced under it. Records of the original
+                        // keep the original's heartbeat rule: it never refreshes them.
+                        if record.has_host_fields() {
+                            return (Verdict::Live, evidence);
                         }
                     }
                 }
@@ -317,11 +345,13 @@ mod tests {
             enhanced_verdict(&r, Some(&judge), 1500.0, 60_000.0),
             Verdict::Live
         );
-        // The heartbeat rule still holds.
+        // Nor does an old heartbeat (a stopped holder, a full disk, a wall-clock step):
+        // the held byte proves the holder alive.
         assert_eq!(
-            enhanced_verdict(&r, Some(&judge), 70_000.0, 60_000.0),
-            Verdict::Stale(StaleReason::HeartbeatStale)
+            enhanced_judgement(&r, Some(&judge), 70_000.0, 60_000.0, &PidProbes::default()),
+            (Verdict::Live, Evidence::KernelLock)
         );
+        assert_eq!(enhanced_verdict(&r, Some(&judge), 1e13, 1.0), Verdict::Live);
         drop(holder);
         assert_eq!(
             enhanced_verdict(&r, Some(&judge), 1500.0, 60_000.0),
@@ -365,6 +395,8 @@ mod tests {
         // Someone deletes the owner file under its live holder ...
         fs::remove_file(dir.path().join(crate::kernel_lock::OWNER_FILE_NAME)).unwrap();
         assert_eq!(judge(&live, None, 2000.0), (Verdict::Live, Evidence::Pid));
+        // Its writer still runs (same pid and start time): alive whatever its heartbeat.
+        assert_eq!(judge(&live, None, 1e13), (Verdict::Live, Evidence::Pid));
         // ... and another claim makes a new one, where that byte is free: not a death.
         let anew = OwnerFile::open(dir.path(), true).unwrap().unwrap();
         assert_eq!(
@@ -448,6 +480,35 @@ mod tests {
             enhanced_verdict(&rec(r#"{"pid":1}"#), None, 0.0, 1.0),
             Verdict::Malformed
         );
+    }
+
+    #[test]
+    fn the_original_races_a_takeover_only_of_what_it_too_judges_stale() {
+        let me = std::process::id();
+        let st = start_time_of(&me.to_string()).unwrap();
+        let now = 100_000.0;
+        // Dead by its kernel lock, fresh heartbeat, pid unused: live to the original.
+        let fresh = rec(r#"{"pid":999999999,"startTime":5,"heartbeat":99000}"#);
+        assert!(!original_may_also_reclaim(Some(&fresh), now, 60_000.0));
+        // An old heartbeat, a missing one, no record: the original may be reclaiming too.
+        let old = rec(r#"{"pid":999999999,"startTime":5,"heartbeat":1000}"#);
+        assert!(original_may_also_reclaim(Some(&old), now, 60_000.0));
+        assert!(original_may_also_reclaim(
+            Some(&rec(r#"{"pid":1}"#)),
+            now,
+            60_000.0
+        ));
+        assert!(original_may_also_reclaim(None, now, 60_000.0));
+        // The pid now another process's (start times differ): pid_recycled to the original.
+        let recycled = rec(&format!(
+            r#"{{"pid":{me},"startTime":{},"heartbeat":99000}}"#,
+            st + 10.0
+        ));
+        assert!(original_may_also_reclaim(Some(&recycled), now, 60_000.0));
+        let same = rec(&format!(
+            r#"{{"pid":{me},"startTime":{st},"heartbeat":99000}}"#
+        ));
+        assert!(!original_may_also_reclaim(Some(&same), now, 60_000.0));
     }
 
     #[test]

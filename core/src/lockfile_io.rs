@@ -175,6 +175,17 @@ pub fn observe(path: &Path) -> Result<Observed, LockError> {
     observe_opened(path, file)
 }
 
+/// What a reader (a busy check, inspect) finds at a lock path: as [`observe`], but a lock
+/// path that cannot exist, a component of its directory being a file (ENOTDIR), is absent,
+/// as the original's readers say (SPEC's error rule; a missing one is absent anyway).
+/// Present but unreadable stays an error.
+pub fn observe_for_reading(path: &Path) -> Result<Observed, LockError> {
+    match observe(path) {
+        Err(LockError::Io(e)) if e.errno == libc::ENOTDIR => Ok(Observed::Absent),
+        other => other,
+    }
+}
+
 /// `observe` of the entry at `path` already opened read-only and non-blocking.
 pub fn observe_opened(path: &Path, mut file: File) -> Result<Observed, LockError> {
     // One read is enough for a record (a short regular file returns all it has). Only what
@@ -249,7 +260,7 @@ pub fn observe_workspace_lock(
         Err(_) => {}
     }
     let path = usual.walked(ctx)?;
-    let seen = observe(&path)?;
+    let seen = observe_for_reading(&path)?;
     Ok((path, seen))
 }
 
@@ -404,13 +415,22 @@ fn publish_from(target: &LockTarget, mut spare: Spare, bytes: &[u8]) -> Result<b
     // Linked at the lock path below, or possibly so if link() fails oddly: count again.
     spare.sole_link = false;
     if let Err(e) = spare.write(bytes) {
+        let failure = LockError::io(&e, "write", &spare.path);
         spare.discard();
-        return Err(LockError::io(&e, "write", target.path.as_path()));
+        return Err(failure);
     }
     match fs::hard_link(&spare.path, &target.path) {
-        Ok(()) => {
+        // link() names its source by path: if the directory was replaced since the spare was
+        // made (a backup restored, a copy renamed into place), that name may be another
+        // file with old bytes. Only our very inode, now linked twice, is a claim of ours.
+        Ok(()) if linked_twice(&spare.file) => {
             spare.keep(target);
             Ok(true)
+        }
+        Ok(()) => {
+            unpublish_foreign(target, &spare.path);
+            spare.discard();
+            Ok(false)
         }
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
             // Not linked anywhere new: still its only name.
@@ -421,6 +441,21 @@ fn publish_from(target: &LockTarget, mut spare: Spare, bytes: &[u8]) -> Result<b
         Err(e) => {
             spare.discard();
             Err(LockError::io(&e, "link", &target.path))
+        }
+    }
+}
+
+fn linked_twice(file: &File) -> bool {
+    file.metadata().is_ok_and(|m| m.nlink() >= 2)
+}
+
+/// Takes back a link just made at the lock path from `source` when that name was not our
+/// spare: only while the lock path is still that very file.
+fn unpublish_foreign(target: &LockTarget, source: &Path) {
+    let id = |p: &Path| fs::symlink_metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    if let (Some(published), Some(source)) = (id(&target.path), id(source)) {
+        if published == source {
+            let _ = fs::remove_file(&target.path);
         }
     }
 }
@@ -539,6 +574,34 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 2, "the lockfile and one spare: {names:?}");
         assert!(names.iter().any(|n| n.ends_with(SPARE_SUFFIX)));
+        drop_spares_of(&t);
+    }
+
+    #[test]
+    fn a_claim_publishes_only_the_file_it_wrote_when_the_directory_was_replaced() {
+        let dir = TempDir::new("io-swapped");
+        let locks = dir.path().join("locks");
+        fs::create_dir(&locks).unwrap();
+        let t = LockTarget::new(locks.join("abc.lock"));
+        assert!(publish(&t, b"{\"goalId\":\"old\"}").unwrap());
+        remove_own_publication(&t).unwrap();
+        // The directory is replaced by a copy of itself (a backup restored): the copy holds
+        // a file under our spare's name, with the old bytes, that is not our spare.
+        let aside = dir.path().join("locks-aside");
+        fs::rename(&locks, &aside).unwrap();
+        fs::create_dir(&locks).unwrap();
+        for entry in fs::read_dir(&aside).unwrap() {
+            let entry = entry.unwrap();
+            fs::copy(entry.path(), locks.join(entry.file_name())).unwrap();
+        }
+        // The claim linked that copy by name: it is taken back, nothing is published.
+        assert!(!publish(&t, b"{\"goalId\":\"new\"}").unwrap());
+        assert!(!t.path.exists(), "no stale record left at the lock path");
+        // The next claim publishes from a new spare: its own bytes.
+        assert!(publish(&t, b"{\"goalId\":\"new\"}").unwrap());
+        assert_eq!(fs::read(&t.path).unwrap(), b"{\"goalId\":\"new\"}");
+        assert!(read_own_publication(&t).is_some());
+        remove_own_publication(&t).unwrap();
         drop_spares_of(&t);
     }
 

@@ -29,6 +29,13 @@ pub const LEFTOVER_AGE: Duration = Duration::from_secs(30);
 /// Rounds of judge-then-verify before giving up as busy when the entry keeps changing.
 const MAX_ROUNDS: usize = 32;
 
+/// Whether an entry judged by its age (empty, unparsable, not a file) is young enough to be
+/// a claim still being written, and so busy: the one rule for claims, sweeps and readers.
+pub fn is_being_written(seen: &Observed, heartbeat_stale_ms: f64) -> bool {
+    seen.age()
+        .is_some_and(|age| age < unreadable_grace(heartbeat_stale_ms))
+}
+
 pub fn unreadable_grace(heartbeat_stale_ms: f64) -> Duration {
     if heartbeat_stale_ms.is_nan() || heartbeat_stale_ms < 0.0 {
         return Duration::ZERO;
@@ -212,7 +219,7 @@ pub fn try_claim<C: Claimant>(
         let probe = opened.take().or_else(|| match &seen {
             Observed::File {
                 record: Some(_), ..
-            } => OwnerFile::open(&target.dir, false).ok().flatten(),
+            } => OwnerFile::open_to_judge(&target.dir),
             _ => None,
         });
         let reclaimed = match decide(&seen, target, claimant, grace, probe.as_ref())? {
@@ -226,8 +233,8 @@ pub fn try_claim<C: Claimant>(
             }),
         };
         let owners = match probe {
-            Some(owners) => Some(owners),
-            None => open_for_claim(&target.dir)?,
+            Some(owners) if owners.writable() => Some(owners),
+            _ => open_for_claim(&target.dir)?,
         };
         let slot = owners.as_ref().map(|_| HolderSlot::random());
         let mut record = claimant.record()?;
@@ -262,6 +269,13 @@ pub fn try_claim<C: Claimant>(
             // The directory was removed under the claim (`rm -rf` of the state, `git clean`):
             // nothing was published. Make it anew, with a new owner file, next round.
             Err(LockError::Io(e)) if e.errno == libc::ENOENT && round + 1 < MAX_ROUNDS => {
+                continue;
+            }
+            // A blind claim that could not be written (a full or read-only disk, an I/O
+            // error): the lock may well be validly held, which makes it busy, not an error.
+            // Look, and fail only if it is free to take.
+            Err(LockError::Io(_)) if blind => {
+                opened = owners;
                 continue;
             }
             other => other?,
@@ -527,7 +541,10 @@ pub fn reclaim_stale<E: From<LockError>>(
 ) -> Result<Vec<Reclaimed>, E> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Vec::new()),
+        // No locks can exist where the directory cannot (SPEC's error rule).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+            return Ok(Vec::new())
+        }
         Err(e) => return Err(LockError::io(&e, "scandir", dir).into()),
     };
     let mut names: Vec<Vec<u8>> = Vec::new();

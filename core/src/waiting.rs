@@ -369,15 +369,21 @@ pub fn register(spec: WaitSpec, callback: WakeCallback) -> WaitId {
             callback,
         },
     );
-    if !st.thread_started {
-        st.thread_started = std::thread::Builder::new()
-            .name("workspace-lock-waiter".into())
-            .spawn(move || svc.run())
-            .is_ok();
-    }
+    // Started by ensure_watcher() before any wait; tried again here for callers that skip it.
+    let _ = svc.start_thread(&mut st);
     drop(st);
     svc.poke();
     id
+}
+
+/// Starts the thread that wakes waiters, if it is not running: without it no waiter would
+/// ever wake, so an acquisition that must wait fails instead.
+pub fn ensure_watcher() -> Result<(), crate::error::LockError> {
+    let svc = service();
+    let mut st = svc.lock();
+    svc.start_thread(&mut st).map_err(|e| {
+        crate::error::LockError::Thread(crate::error::ThreadFailure::from_io(&e, "waiter"))
+    })
 }
 
 /// Withdraws a waiter; `true` if its callback had not run (and now never will).
@@ -550,6 +556,16 @@ impl State {
 impl Service {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start_thread(&'static self, st: &mut State) -> std::io::Result<()> {
+        if !st.thread_started {
+            std::thread::Builder::new()
+                .name("workspace-lock-waiter".into())
+                .spawn(move || self.run())?;
+            st.thread_started = true;
+        }
+        Ok(())
     }
 
     fn poke(&self) {
