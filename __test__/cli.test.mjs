@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import path from 'node:path'
 import { execFile } from 'node:child_process'
-import { lock, workspace, startChild, fixturesDir, sleep } from './helpers.mjs'
+import { lock, workspace, startChild, fixturesDir, sleep, setAge } from './helpers.mjs'
 
 const { isWorkspaceBusy, workspaceLockPath, defaultStartTimeResolver } = lock
 
@@ -251,6 +251,74 @@ describe('workspace-lock list and reclaim', () => {
     assert.equal(isWorkspaceBusy(a), 'goal-a')
     const again = await tool(['reclaim', dir])
     assert.match(again.stdout, /^no stale locks in .* \(1 kept\)$/m)
+  })
+})
+
+describe('workspace-lock list and reclaim, given a workspace instead of a locks directory', () => {
+  /** Tab-separated rows of `list` (off a terminal), without the header. */
+  const rowsOf = (r) => r.stdout.trimEnd().split('\n').slice(1).map((line) => line.split('\t'))
+
+  it('list <workspace> lists its locks directory: the rows of list <locks dir>; --json names both', async () => {
+    const root = workspace('cli-list-ws')
+    const [a, b] = ['a', 'b'].map((d) => path.join(root, d))
+    for (const d of [a, b]) fs.mkdirSync(d)
+    const h = await holder(a, 'goal-a')
+    await crashedHolder(b, 'goal-b')
+    const dir = path.dirname(workspaceLockPath(a))
+    const byDir = await tool(['list', dir])
+    assert.equal(byDir.code, 0, byDir.stderr)
+    assert.equal(rowsOf(byDir).length, 2)
+    const sorted = (r) => rowsOf(r).map((row) => row.filter((_, i) => i !== 6)).sort() // not the heartbeat's age
+    for (const [args, opts] of [[['list', a]], [['list', b]], [['list', root]], [['list', 'a'], { cwd: root }]]) {
+      const r = await tool(args, opts)
+      assert.equal(r.code, 0, `${args}: ${r.stderr}`)
+      assert.deepEqual(sorted(r), sorted(byDir), `${args.join(' ')} lists ${dir}`)
+    }
+    const byGoal = Object.fromEntries(rowsOf(await tool(['list', a])).map((row) => [row[2], row]))
+    assert.deepEqual([byGoal['goal-a'][1], byGoal['goal-a'][3]], ['alive', String(h.pid)])
+    assert.equal(byGoal['goal-b'][1], 'stale')
+    const doc = JSON.parse((await tool(['list', a, '--json'])).stdout)
+    assert.equal(doc.dir, dir)
+    assert.equal(doc.workspace, a)
+    assert.deepEqual(doc.locks.map((l) => l.record.goalId).sort(), ['goal-a', 'goal-b'])
+    // Given the locks directory itself, that is what it lists (no workspace in between).
+    const direct = JSON.parse((await tool(['list', dir, '--json'])).stdout)
+    assert.equal(direct.dir, dir)
+    assert.equal(direct.workspace, undefined)
+  })
+
+  it("a workspace's own *.lock files (yarn.lock, Cargo.lock) are not its locks: list shows none, reclaim removes none of them", async () => {
+    const ws = workspace('cli-own-locks')
+    fs.mkdirSync(path.join(ws, '.git'))
+    const own = ['yarn.lock', 'Cargo.lock', 'flake.lock'].map((n) => path.join(ws, n))
+    for (const f of own) {
+      fs.writeFileSync(f, '# not a workspace lock\n')
+      setAge(f, 3_600_000) // an hour old: "corrupt" and old enough to delete, were it a lockfile
+    }
+    await crashedHolder(ws, 'goal-dead')
+    const list = await tool(['list', ws])
+    assert.equal(list.code, 0, list.stderr)
+    assert.deepEqual(rowsOf(list).map((row) => [row[0], row[1], row[2]]), [[workspaceLockPath(ws), 'stale', 'goal-dead']])
+    const dry = JSON.parse((await tool(['reclaim', ws, '--dry-run', '--json'])).stdout)
+    assert.deepEqual(dry.stale.map((e) => e.lockPath), [workspaceLockPath(ws)])
+    const r = await tool(['reclaim', ws])
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stdout, /^1 stale lock removed, 0 kept$/m)
+    assert.equal(fs.existsSync(workspaceLockPath(ws)), false, 'the dead goal\'s lock is gone')
+    for (const f of own) assert.ok(fs.existsSync(f), `${path.basename(f)} is untouched`)
+  })
+
+  it('a locks directory by any other name is still one: it holds lockfiles', async () => {
+    const ws = workspace('cli-custom-dir')
+    await crashedHolder(ws, 'goal-elsewhere')
+    const custom = path.join(ws, 'kept-locks')
+    fs.mkdirSync(custom)
+    const name = path.basename(workspaceLockPath(ws))
+    fs.copyFileSync(workspaceLockPath(ws), path.join(custom, name))
+    const doc = JSON.parse((await tool(['list', custom, '--json'])).stdout)
+    assert.equal(doc.dir, custom)
+    assert.equal(doc.workspace, undefined)
+    assert.deepEqual(doc.locks.map((l) => [path.basename(l.lockPath), l.record.goalId]), [[name, 'goal-elsewhere']])
   })
 })
 

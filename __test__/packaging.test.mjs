@@ -373,3 +373,71 @@ export async function useAll(cwd: string): Promise<string[]> {
     assert.deepEqual(errorLines, [2, 3, 4, 5, 7, 8], bad.out)
   })
 })
+
+// The platform packages of every supported target, as committed in npm/: no build needed.
+describe('platform packages (npm/) for every supported target', () => {
+  // Linux x64/arm64 glibc and musl, macOS x64/arm64, Windows x64 (SPEC: "Every platform pi-crew runs on").
+  const SUPPORTED = {
+    'x86_64-unknown-linux-gnu': { abi: 'linux-x64-gnu', os: 'linux', cpu: 'x64', libc: 'glibc' },
+    'aarch64-unknown-linux-gnu': { abi: 'linux-arm64-gnu', os: 'linux', cpu: 'arm64', libc: 'glibc' },
+    'x86_64-unknown-linux-musl': { abi: 'linux-x64-musl', os: 'linux', cpu: 'x64', libc: 'musl' },
+    'aarch64-unknown-linux-musl': { abi: 'linux-arm64-musl', os: 'linux', cpu: 'arm64', libc: 'musl' },
+    'x86_64-apple-darwin': { abi: 'darwin-x64', os: 'darwin', cpu: 'x64' },
+    'aarch64-apple-darwin': { abi: 'darwin-arm64', os: 'darwin', cpu: 'arm64' },
+    'x86_64-pc-windows-msvc': { abi: 'win32-x64-msvc', os: 'win32', cpu: 'x64' },
+  }
+  const npmDir = path.join(root, 'npm')
+  const readPlatform = (abi) => JSON.parse(fs.readFileSync(path.join(npmDir, abi, 'package.json'), 'utf8'))
+
+  it('napi.targets names exactly the supported targets', () => {
+    assert.deepEqual([...rootPkg.napi.targets].sort(), Object.keys(SUPPORTED).sort())
+  })
+
+  it('npm/ holds one folder per target, each a package for that target only, at the root version', () => {
+    const dirs = fs.readdirSync(npmDir).filter((d) => fs.statSync(path.join(npmDir, d)).isDirectory())
+    assert.deepEqual(dirs.sort(), Object.values(SUPPORTED).map((t) => t.abi).sort())
+    for (const [triple, t] of Object.entries(SUPPORTED)) {
+      const p = readPlatform(t.abi)
+      const node = `workspace-lock.${t.abi}.node`
+      assert.equal(p.name, `${rootPkg.name}-${t.abi}`, triple)
+      assert.equal(p.version, rootPkg.version, `${triple}: the loader requires the same version`)
+      assert.deepEqual(p.os, [t.os], triple)
+      assert.deepEqual(p.cpu, [t.cpu], triple)
+      assert.deepEqual(p.libc, t.libc && [t.libc], triple)
+      assert.equal(p.main, node, triple)
+      assert.deepEqual(p.files, [node], triple)
+      assert.equal(p.license, rootPkg.license, triple)
+      assert.deepEqual(p.engines, rootPkg.engines, triple)
+    }
+  })
+
+  it('the root package installs on exactly the targets\' systems and CPUs (os, cpu)', () => {
+    const all = Object.values(SUPPORTED)
+    assert.deepEqual([...rootPkg.os].sort(), [...new Set(all.map((t) => t.os))].sort())
+    assert.deepEqual([...rootPkg.cpu].sort(), [...new Set(all.map((t) => t.cpu))].sort())
+  })
+
+  it('npm/ is exactly what `napi create-npm-dirs` makes of package.json (regenerate it after changing targets)', { timeout: 30_000 }, async () => {
+    const cliPkgPath = createRequire(import.meta.url).resolve('@napi-rs/cli/package.json')
+    const cli = path.join(path.dirname(cliPkgPath), JSON.parse(fs.readFileSync(cliPkgPath, 'utf8')).bin.napi)
+    const scratch = tempDir('wslock-npmdirs')
+    fs.copyFileSync(path.join(root, 'package.json'), path.join(scratch, 'package.json'))
+    const r = await node([cli, 'create-npm-dirs', '--cwd', scratch], { cwd: scratch, timeoutMs: 30_000 })
+    assert.equal(r.code, 0, r.out)
+    const list = (dir) => fs.readdirSync(dir, { recursive: true }).map(String).sort()
+    assert.deepEqual(list(path.join(scratch, 'npm')), list(npmDir))
+    for (const f of list(npmDir)) {
+      const committed = path.join(npmDir, f)
+      if (fs.statSync(committed).isDirectory()) continue
+      assert.equal(fs.readFileSync(committed, 'utf8'), fs.readFileSync(path.join(scratch, 'npm', f), 'utf8'), `npm/${f}`)
+    }
+  })
+
+  it('binding.js (the napi-rs loader) looks for each platform package', () => {
+    const loader = fs.readFileSync(path.join(root, 'binding.js'), 'utf8')
+    for (const t of Object.values(SUPPORTED)) {
+      assert.ok(loader.includes(`require('${rootPkg.name}-${t.abi}')`), `binding.js requires ${rootPkg.name}-${t.abi}`)
+      assert.ok(loader.includes(`require('./workspace-lock.${t.abi}.node')`), `binding.js tries ./workspace-lock.${t.abi}.node`)
+    }
+  })
+})

@@ -89,9 +89,10 @@ a claim is being written), 3 when the lock path is unusable (a directory).`,
     summary: 'every lock of a locks directory, one row each',
     positionals: ['dir'],
     flags: ['json'],
-    about: `Lists every *.lock in <dir> (default: the locks directory of the current directory's
-workspace, <crewRoot>/state/workspace-locks) with the same facts as 'status'. A table on
-a terminal; tab-separated columns with a header line otherwise.`,
+    about: `Lists every *.lock in <dir> with the same facts as 'status'. <dir> is a locks directory
+(<crewRoot>/state/workspace-locks), or a workspace, meaning its locks directory (default:
+the current directory's). A table on a terminal; tab-separated columns with a header line
+otherwise.`,
     optionHelp: [JSON_OPTION],
     run: cmdList,
   },
@@ -100,9 +101,10 @@ a terminal; tab-separated columns with a header line otherwise.`,
     summary: 'remove the stale locks of a locks directory',
     positionals: ['dir'],
     flags: ['json', 'dry-run'],
-    about: `Removes the stale locks in <dir> (default as for 'list'): holders that died, pids that
-were recycled, heartbeats older than 60 s, corrupt lockfiles. Live locks are never
-touched. Prints each removed lock and why it was stale.`,
+    about: `Removes the stale locks in <dir> (a locks directory, or a workspace meaning its locks
+directory, as for 'list'; a workspace's own *.lock files, such as yarn.lock, are never
+touched): holders that died, pids that were recycled, heartbeats older than 60 s, corrupt
+lockfiles. Live locks are never touched. Prints each removed lock and why it was stale.`,
     optionHelp: [['--dry-run', 'remove nothing; print what would be removed'], JSON_OPTION],
     run: cmdReclaim,
   },
@@ -383,17 +385,43 @@ function cmdStatus(args, lock) {
   return j.busy ? EXIT_BUSY : EXIT_OK
 }
 
-/** The default locks directory: the one the current directory's workspace uses. */
+// A lockfile's name: the SHA-256 of a workspace path, in hex.
+const LOCK_NAME = /^[0-9a-f]{64}\.lock$/
+
+/**
+ * Whether `dir` is a locks directory rather than a workspace: named `workspace-locks`
+ * (always so in pi-crew's layout: <crewRoot>/state/workspace-locks), or holding a lockfile
+ * or this package's `.owners` file. A workspace's own `*.lock` files (yarn.lock,
+ * Cargo.lock, flake.lock…) do not make it one.
+ */
+function isLocksDir(dir) {
+  if (path.basename(dir) === 'workspace-locks') return true
+  let names
+  try {
+    names = fs.readdirSync(dir)
+  } catch {
+    return false
+  }
+  return names.some((n) => LOCK_NAME.test(n) || n === '.owners')
+}
+
+/**
+ * The locks directory a command works on, and the workspace it was found from (if it was):
+ * by default the current directory's workspace's; given a locks directory, that one; given
+ * a workspace, its locks directory (the folder of `workspaceLockPath(workspace)`).
+ */
 function locksDir(args, lock) {
-  const dir = args.positionals[0]
-  return dir === undefined ? path.dirname(lock.workspaceLockPath(process.cwd())) : path.resolve(dir)
+  const arg = args.positionals[0]
+  const workspace = arg === undefined ? process.cwd() : path.resolve(arg)
+  if (arg !== undefined && isLocksDir(workspace)) return { dir: workspace }
+  return { dir: path.dirname(lock.workspaceLockPath(workspace)), workspace }
 }
 
 function cmdList(args, lock) {
-  const dir = locksDir(args, lock)
+  const { dir, workspace } = locksDir(args, lock)
   const locks = lock.inspectWorkspaceLocks(dir)
   if (args.flags.json) {
-    printJson({ dir, locks: locks.map(statusDoc) })
+    printJson({ dir, workspace, locks: locks.map(statusDoc) })
     return EXIT_OK
   }
   const tty = Boolean(process.stdout.isTTY)
@@ -412,8 +440,9 @@ function cmdList(args, lock) {
     for (const row of [header, ...rows]) print(row.join('\t'))
     return EXIT_OK
   }
+  const of = workspace === undefined ? '' : ` (the locks directory of ${workspace})`
   if (!rows.length) {
-    print(`no locks in ${dir}`)
+    print(`no locks in ${dir}${of}`)
     return EXIT_OK
   }
   const c = painter(process.stdout)
@@ -424,14 +453,14 @@ function cmdList(args, lock) {
     row
       .map((cell, i) => paint(i)(i === row.length - 1 ? cell : cell.padEnd(widths[i])))
       .join('  ')
-  print(c.dim(dir))
+  print(c.dim(`${dir}${of}`))
   print(c.bold(line(header)))
   for (const row of rows) print(line(row, (i) => (i === 1 ? (colour[row[1]] ?? String) : String)))
   return EXIT_OK
 }
 
 function cmdReclaim(args, lock) {
-  const dir = locksDir(args, lock)
+  const { dir, workspace } = locksDir(args, lock)
   const dryRun = Boolean(args.flags['dry-run'])
   // The package's reclaim only returns paths: judge first to be able to say why.
   const judged = lock.inspectWorkspaceLocks(dir)
@@ -456,7 +485,7 @@ function cmdReclaim(args, lock) {
   const keptLocks = judged.filter((st) => !gone.has(st.lockPath)).map(entry)
   const kept = keptLocks.length
   if (args.flags.json) {
-    printJson({ dir, dryRun, stale, removed, kept, keptLocks })
+    printJson({ dir, workspace, dryRun, stale, removed, kept, keptLocks })
     return EXIT_OK
   }
   const listed = dryRun ? stale : removed
