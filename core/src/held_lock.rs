@@ -312,6 +312,7 @@ mod tests {
                 host: host_identity().clone(),
                 owner_lock: None,
                 owner_file: None,
+                backend: None,
             })
         }
     }
