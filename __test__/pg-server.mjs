@@ -57,7 +57,8 @@ export async function startPostgres({ listen = '127.0.0.1', conf = [] } = {}) {
     port,
     socketDir,
     listen,
-    url: (extra = '') => `postgres://${USER}:${PASSWORD}@${listen}:${port}/${DB}${extra}`,
+    host: listen.split(',')[0],
+    url: (extra = '') => `postgres://${USER}:${PASSWORD}@${listen.split(',')[0]}:${port}/${DB}${extra}`,
     socketUrl: () => `postgres://${USER}:${PASSWORD}@${encodeURIComponent(socketDir)}:${port}/${DB}`,
     psql(sql) {
       return runAsPg(path.join(PG_BIN, 'psql'), ['-h', socketDir, '-p', String(port), '-U', 'postgres', '-d', DB, '-XAtq', '-v', 'ON_ERROR_STOP=1', '-c', sql], { env: { ...process.env, PGPASSWORD: 'admin-pw' } })
@@ -88,6 +89,8 @@ export async function startPostgres({ listen = '127.0.0.1', conf = [] } = {}) {
   const options = () => [`-p ${port}`, `-k ${socketDir}`, `-c listen_addresses=${listen}`, '-c max_connections=300', ...conf.map((c) => `-c ${c}`)].join(' ')
   try {
     runAsPg(path.join(PG_BIN, 'initdb'), ['-D', data, '-U', 'postgres', `--pwfile=${pwfile}`, '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--no-sync'])
+    // Clients on the subnets of the server's own addresses (a test's veth pair) too.
+    fs.appendFileSync(path.join(data, 'pg_hba.conf'), '\nhost all all samenet scram-sha-256\n')
     server.startServer()
   } catch (err) {
     server.stop()

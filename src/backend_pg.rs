@@ -3,13 +3,13 @@
 //! so that nothing here throws. Nothing runs, and no runtime starts, until one is called.
 
 use napi::bindgen_prelude::*;
-use workspace_lock_pg::tokio;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use workspace_lock_pg::tokio;
 use workspace_lock_pg::{self as pg, BackendError, Cancel, HolderInfo, Outcome, Target};
 
 fn error_json(e: &BackendError) -> String {
@@ -73,7 +73,11 @@ type Resolver = Box<dyn FnOnce(Env) -> Result<String> + Send>;
 
 /// Internal: takes the lock on the server. Resolves to JSON: `{"lease":n,"token":"…"}`,
 /// `{"busy":{…holder}}`, `{"cancelled":true}` or `{"error":…}`.
-#[napi(js_name = "pgAcquire", catch_unwind, ts_return_type = "Promise<string>")]
+#[napi(
+    js_name = "pgAcquire",
+    catch_unwind,
+    ts_return_type = "Promise<string>"
+)]
 pub fn pg_acquire(env: &Env, req: PgAcquireRequest) -> Result<Object<'_>> {
     let (deferred, promise) = env.create_deferred::<String, Resolver>()?;
     let settle = move |text: String| deferred.resolve(Box::new(move |_env| Ok(text)));

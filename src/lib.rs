@@ -4,7 +4,7 @@
 
 mod acquire;
 #[cfg(feature = "postgres")]
-mod backend_pg;
+pub mod backend_pg;
 mod handle;
 mod inspect;
 mod js;

@@ -10,7 +10,9 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use workspace_lock_core::paths::{find_repo_root, resolve_lexical, workspace_lock_path, PathContext};
+use workspace_lock_core::paths::{
+    find_repo_root, resolve_lexical, workspace_lock_path, PathContext,
+};
 
 /// A workspace's key on the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +37,10 @@ pub fn key_of(text: &str) -> i64 {
 fn io_error(what: &str, path: &Path, e: &std::io::Error) -> BackendError {
     BackendError::new(
         "EBACKENDKEY",
-        format!("workspace lock backend: cannot {what} {}: {e}", path.display()),
+        format!(
+            "workspace lock backend: cannot {what} {}: {e}",
+            path.display()
+        ),
     )
 }
 
@@ -57,7 +62,12 @@ pub fn derive_key(cwd: &str, key_override: Option<&str>) -> Result<WorkspaceKey,
         .parent()
         .and_then(Path::parent)
         .map(Path::to_path_buf)
-        .ok_or_else(|| BackendError::new("EBACKENDKEY", "workspace lock backend: no crew state directory"))?;
+        .ok_or_else(|| {
+            BackendError::new(
+                "EBACKENDKEY",
+                "workspace lock backend: no crew state directory",
+            )
+        })?;
     let identity = identity_in(&state_dir)?;
     let abs = resolve_lexical(&ctx.process_cwd, cwd);
     let real_cwd = fs::canonicalize(&abs).unwrap_or_else(|_| abs.clone());
@@ -97,7 +107,11 @@ fn identity_in(state_dir: &Path) -> Result<String, BackendError> {
         .and_then(|mut f| f.read_exact(&mut random))
         .map_err(|e| io_error("read", Path::new("/dev/urandom"), &e))?;
     let id: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let temp = state_dir.join(format!(".workspace-lock.id.{}.{}", std::process::id(), &id[..8]));
+    let temp = state_dir.join(format!(
+        ".workspace-lock.id.{}.{}",
+        std::process::id(),
+        &id[..8]
+    ));
     let written = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -117,7 +131,12 @@ fn identity_in(state_dir: &Path) -> Result<String, BackendError> {
     match linked {
         Ok(()) => Ok(id),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_identity(&path)?
-            .ok_or_else(|| BackendError::new("EBACKENDKEY", format!("workspace lock backend: {} is empty", path.display()))),
+            .ok_or_else(|| {
+                BackendError::new(
+                    "EBACKENDKEY",
+                    format!("workspace lock backend: {} is empty", path.display()),
+                )
+            }),
         Err(e) => Err(io_error("create", &path, &e)),
     }
 }

@@ -43,8 +43,12 @@ pub fn runtime() -> Result<&'static tokio::runtime::Runtime, BackendError> {
             .build()
             .map_err(|e| e.to_string())
     });
-    rt.as_ref()
-        .map_err(|e| BackendError::new("EBACKENDRUNTIME", format!("cannot start the backend runtime: {e}")))
+    rt.as_ref().map_err(|e| {
+        BackendError::new(
+            "EBACKENDRUNTIME",
+            format!("cannot start the backend runtime: {e}"),
+        )
+    })
 }
 
 /// What ended a connection, shared between its driver task and its users.
@@ -294,7 +298,8 @@ pub async fn acquire(
                 // Abort: cancel the wait in the server and see it end, so that nothing of
                 // it is left in pg_locks; a lock granted meanwhile is unlocked.
                 let token = conn.client.cancel_token();
-                let _ = tokio::time::timeout(Duration::from_secs(2), token.cancel_query(NoTls)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), token.cancel_query(NoTls)).await;
                 if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), &mut wait).await {
                     let unlock = format!("SELECT pg_advisory_unlock({key})");
                     let _ = tokio::time::timeout(
@@ -307,7 +312,6 @@ pub async fn acquire(
                 return Ok(Outcome::Cancelled);
             }
         }
-        drop(wait);
         if cancel.cancelled() {
             let unlock = format!(
                 "SELECT pg_advisory_unlock({key}), set_config('idle_session_timeout', '0', false)"
@@ -325,7 +329,14 @@ pub async fn acquire(
         .client
         .query_one(
             &conn.token_stmt,
-            &[&key, &info.goal_id, &info.pid, &info.host, &info.acquired_at, &workspace],
+            &[
+                &key,
+                &info.goal_id,
+                &info.pid,
+                &info.host,
+                &info.acquired_at,
+                &workspace,
+            ],
         )
         .await
         .map_err(|e| target.lost_error("taking a fencing token", &e, &conn.state))?;
@@ -346,7 +357,9 @@ fn first_value_present(rows: &[tokio_postgres::SimpleQueryMessage]) -> bool {
 async fn holder_on(client: &Client, key: i64) -> Result<Option<Holder>, tokio_postgres::Error> {
     let classid = (key as u64 >> 32) as i64;
     let objid = (key as u64 & 0xffff_ffff) as i64;
-    let row = client.query_opt(HOLDER_SQL, &[&key, &classid, &objid]).await?;
+    let row = client
+        .query_opt(HOLDER_SQL, &[&key, &classid, &objid])
+        .await?;
     Ok(row.map(|r| Holder {
         backend_pid: r.try_get(0).ok(),
         goal_id: r.try_get(1).ok().flatten(),
@@ -385,6 +398,9 @@ pub async fn holder(target: &Target, key: i64) -> Result<Option<Holder>, Backend
         .map_err(|e| target.lost_error("asking who holds the lock", &e, &conn.state))
 }
 
+/// What a lease calls, once, when its lock is lost: with the reason.
+pub type LostCallback = Box<dyn FnOnce(String) + Send>;
+
 static NEXT_LEASE: AtomicU64 = AtomicU64::new(1);
 
 /// A held lock.
@@ -399,7 +415,7 @@ pub struct Lease {
     lost: Mutex<Option<String>>,
     released: AtomicBool,
     stop: Notify,
-    on_lost: Mutex<Option<Box<dyn FnOnce(String) + Send>>>,
+    on_lost: Mutex<Option<LostCallback>>,
 }
 
 /// The safety margin kept before the server's earliest release: a fifth of the lease.
@@ -427,7 +443,7 @@ impl Lease {
     }
 
     /// Registers what to call (once, from the runtime's thread) when the lock is lost.
-    pub fn on_lost(&self, f: Box<dyn FnOnce(String) + Send>) {
+    pub fn on_lost(&self, f: LostCallback) {
         if let Ok(mut slot) = self.on_lost.lock() {
             *slot = Some(f);
         }
@@ -449,7 +465,10 @@ impl Lease {
     }
 
     fn deadline(&self) -> Instant {
-        self.deadline.lock().map(|d| *d).unwrap_or_else(|_| Instant::now())
+        self.deadline
+            .lock()
+            .map(|d| *d)
+            .unwrap_or_else(|_| Instant::now())
     }
 
     /// Marks the lock lost (once) and closes its session: the server frees the lock when

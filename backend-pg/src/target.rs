@@ -93,7 +93,11 @@ impl Target {
             .collect();
         let shown = format!(
             "postgres://{}{}/{}",
-            if user.is_empty() { String::new() } else { format!("{user}@") },
+            if user.is_empty() {
+                String::new()
+            } else {
+                format!("{user}@")
+            },
             hosts.join(","),
             config.get_dbname().unwrap_or(user)
         );
@@ -214,19 +218,29 @@ impl Target {
         };
         BackendError::new(
             kind,
-            format!("workspace lock backend: cannot connect to {}: {text}", self.shown),
+            format!(
+                "workspace lock backend: cannot connect to {}: {text}",
+                self.shown
+            ),
         )
     }
 
     pub(crate) fn query_error(&self, what: &str, e: &tokio_postgres::Error) -> BackendError {
-        let code = if e.is_closed() {
+        let ended = e
+            .code()
+            .is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"));
+        let code = if e.is_closed() || ended {
             "EBACKENDLOST"
         } else {
             "EBACKENDSERVER"
         };
         BackendError::new(
             code,
-            format!("workspace lock backend: {what} on {}: {}", self.shown, describe(e)),
+            format!(
+                "workspace lock backend: {what} on {}: {}",
+                self.shown,
+                describe(e)
+            ),
         )
     }
 
@@ -246,7 +260,12 @@ impl Target {
                 ),
             );
         }
-        if e.is_closed() {
+        // The server ending the session (shutdown, restart, pg_terminate_backend, a
+        // timeout) or the connection failing: SQLSTATE classes 57P and 08.
+        let ended = e
+            .code()
+            .is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"));
+        if e.is_closed() || ended {
             return BackendError::new(
                 "EBACKENDLOST",
                 format!(
@@ -292,7 +311,12 @@ mod tests {
 
     #[test]
     fn malformed_urls_have_a_code() {
-        for bad in ["mysql://x", "postgres://u:p@h:notaport/db", "postgres://h/db?nosuch=1", ""] {
+        for bad in [
+            "mysql://x",
+            "postgres://u:p@h:notaport/db",
+            "postgres://h/db?nosuch=1",
+            "",
+        ] {
             match Target::parse(bad) {
                 Err(e) => {
                     assert_eq!(e.code, "EBACKENDURL", "{bad}");
