@@ -5,6 +5,7 @@
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { execFile, execFileSync } from 'node:child_process'
 import { lock, workspace, startChild, fixturesDir, sleep, require } from './helpers.mjs'
@@ -241,6 +242,31 @@ describe('PostgreSQL backend', { skip, timeout: 180_000 }, () => {
     }
   })
 
+  it('a session terminated by an administrator: the holder reports the loss at once, and never takes the lock again by itself', async () => {
+    const cwd = workspace()
+    let lostErr
+    const h = await lock.acquireWorkspaceLock(cwd, 'victim', { ...opts(), onCompromised: (e) => (lostErr = e) })
+    const key = pgKeyNumber(lock.inspectWorkspaceLock(cwd, opts()).backend.key)
+    const u = BigInt.asUintN(64, BigInt(key))
+    const killedAt = Date.now()
+    assert.equal(pg.psql(`select count(pg_terminate_backend(pid)) from pg_locks where locktype = 'advisory' and granted and classid = ${u >> 32n} and objid = ${u & 0xffffffffn}`), '1')
+    while (!lostErr && Date.now() - killedAt < 3000) await sleep(10)
+    assert.ok(lostErr, 'onCompromised called')
+    assert.ok(Date.now() - killedAt < 1000)
+    assert.equal(lostErr.code, 'ECOMPROMISED')
+    assert.match(lostErr.message, /^workspace lock compromised for goal victim \(cwd=.*\): session lost: /)
+    assert.equal(h.compromised, true)
+    // Its lockfile went with it; the server holds nothing for it.
+    assert.equal(fs.existsSync(h.lockPath), false)
+    await sleep(100)
+    assert.equal(advisoryLocks(pg, key), '0')
+    assert.equal(lock.isWorkspaceBusy(cwd, opts()), undefined)
+    h.release()
+    assert.equal(h.compromised, true)
+    const next = await lock.acquireWorkspaceLock(cwd, 'next', opts())
+    next.release()
+  })
+
   it('loading the package without a backend loads nothing of it', () => {
     const out = execFileSync(process.execPath, [
       '-e',
@@ -261,3 +287,41 @@ function pgKeyNumber(text) {
   const binding = require('../binding.js')
   return JSON.parse(binding.pgKey('', text)).key
 }
+
+describe('PostgreSQL backend over TLS (sslmode=require, rustls)', { skip, timeout: 120_000 }, () => {
+  let pg
+  let certs
+  before(async () => {
+    certs = fs.mkdtempSync(path.join(os.tmpdir(), 'wl-pg-tls-'))
+    const sh = (cmd) => execFileSync('sh', ['-c', cmd], { cwd: certs, stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 })
+    sh('openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=wl-test-ca -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign')
+    sh('openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1')
+    fs.writeFileSync(path.join(certs, 'ext'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n')
+    sh('openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext')
+    fs.chmodSync(certs, 0o755)
+    fs.chmodSync(path.join(certs, 'server.key'), 0o600)
+    if (process.getuid() === 0) execFileSync('chown', ['postgres', path.join(certs, 'server.key'), path.join(certs, 'server.pem')])
+    pg = await startPostgres({ conf: ['ssl=on', `ssl_cert_file=${certs}/server.pem`, `ssl_key_file=${certs}/server.key`] })
+  })
+  after(() => {
+    pg?.stop()
+    if (certs) fs.rmSync(certs, { recursive: true, force: true })
+  })
+
+  it('holds the lock over a verified TLS session; an unknown CA is refused with a code', async () => {
+    const cwd = workspace()
+    const url = pg.url(`?sslmode=require&sslrootcert=${encodeURIComponent(path.join(certs, 'ca.pem'))}&application_name=wl-tls-test`)
+    const h = await lock.acquireWorkspaceLock(cwd, 'tls_goal', { backend: url })
+    assert.equal(typeof h.fencingToken, 'bigint')
+    assert.equal(pg.psql("select count(*) from pg_stat_ssl s join pg_stat_activity a using (pid) where a.application_name = 'wl-tls-test' and s.ssl"), '1')
+    assert.equal(lock.isWorkspaceBusy(cwd, { backend: url }), 'tls_goal')
+    h.release()
+    // The Mozilla roots do not know this CA: refused, promptly, never sent in clear.
+    const err = await rejectsWithin(lock.acquireWorkspaceLock(cwd, 'g', { backend: pg.url('?sslmode=require') }), 6000)
+    assert.equal(err.code, 'EBACKENDCONNECT')
+    assert.match(err.message, /certificate|UnknownIssuer/i)
+    // A CA file that does not exist: the URL's fault.
+    const bad = await rejectsWithin(lock.acquireWorkspaceLock(cwd, 'g', { backend: pg.url('?sslmode=require&sslrootcert=/nonexistent.pem') }), 2000)
+    assert.equal(bad.code, 'EBACKENDURL')
+  })
+})

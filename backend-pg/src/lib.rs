@@ -13,6 +13,7 @@
 
 mod key;
 mod target;
+mod tls;
 
 pub use key::{derive_key, WorkspaceKey};
 pub use target::{BackendError, Target};
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 /// The shortest lease: `idle_session_timeout` counts in milliseconds, and a lease must leave
 /// room for a few heartbeats and the margin.
@@ -298,8 +299,7 @@ pub async fn acquire(
                 // Abort: cancel the wait in the server and see it end, so that nothing of
                 // it is left in pg_locks; a lock granted meanwhile is unlocked.
                 let token = conn.client.cancel_token();
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(2), token.cancel_query(NoTls)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), target.cancel(token)).await;
                 if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), &mut wait).await {
                     let unlock = format!("SELECT pg_advisory_unlock({key})");
                     let _ = tokio::time::timeout(

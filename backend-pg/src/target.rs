@@ -1,6 +1,7 @@
 //! A backend URL: parsed once, described without credentials, connected with the keep-alive
 //! and timeout settings the lease relies on; failures as errors with a code.
 
+use crate::tls::MakeRustls;
 use crate::ConnState;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,8 @@ pub struct Target {
     /// Identifies the target within this process (the URL itself, never shown).
     id: String,
     connect_timeout: Duration,
+    /// `sslmode=require`: the TLS connector.
+    tls: Option<MakeRustls>,
 }
 
 /// How long connecting may take, unless the URL says (`connect_timeout`).
@@ -49,7 +52,8 @@ impl Target {
                 "workspace lock backend: not a PostgreSQL URL (expected postgres://… or postgresql://…)",
             ));
         }
-        let mut config: Config = trimmed.parse().map_err(|e: tokio_postgres::Error| {
+        let (rewritten, root_cert) = split_tls_params(trimmed);
+        let mut config: Config = rewritten.parse().map_err(|e: tokio_postgres::Error| {
             // The parser's messages name options and never echo values.
             BackendError::new(
                 "EBACKENDURL",
@@ -59,12 +63,12 @@ impl Target {
         if config.get_hosts().is_empty() {
             config.host("localhost");
         }
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(BackendError::new(
-                "EBACKENDURL",
-                "workspace lock backend: sslmode=require is not supported by this build (no TLS); use sslmode=disable or prefer over a trusted network",
-            ));
-        }
+        let tls = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            Some(MakeRustls::new(root_cert.as_deref())?)
+        } else {
+            // TLS only when the URL asks for it: `prefer` (the default) is plain text here.
+            None
+        };
         let connect_timeout = config
             .get_connect_timeout()
             .copied()
@@ -106,6 +110,7 @@ impl Target {
             shown,
             id: trimmed.to_owned(),
             connect_timeout,
+            tls,
         })
     }
 
@@ -120,39 +125,36 @@ impl Target {
 
     /// A new session, its driver task running on the runtime.
     pub(crate) async fn connect(&self) -> Result<(Client, Arc<ConnState>), BackendError> {
-        let attempt = self.config.connect(NoTls);
-        let (client, connection) =
-            match tokio::time::timeout(self.connect_timeout + Duration::from_millis(500), attempt)
-                .await
-            {
-                Ok(Ok(pair)) => pair,
-                Ok(Err(e)) => return Err(self.connect_error(&e)),
-                Err(_) => {
-                    return Err(BackendError::new(
-                        "EBACKENDCONNECT",
-                        format!(
-                            "workspace lock backend: cannot connect to {}: timed out after {} ms",
-                            self.shown,
-                            self.connect_timeout.as_millis()
-                        ),
-                    ))
-                }
-            };
+        let limit = self.connect_timeout + Duration::from_millis(500);
         let state = Arc::new(ConnState::default());
-        let driver_state = state.clone();
-        let driver = tokio::spawn(async move {
-            let why = match connection.await {
-                Ok(()) => "the server closed the connection".to_owned(),
-                Err(e) => describe(&e),
-            };
-            if let Ok(mut ended) = driver_state.ended.lock() {
-                *ended = Some(why);
+        let attempt = async {
+            match &self.tls {
+                Some(tls) => {
+                    let (client, connection) = self.config.connect(tls.clone()).await?;
+                    Ok::<_, tokio_postgres::Error>((client, drive(&state, connection)))
+                }
+                None => {
+                    let (client, connection) = self.config.connect(NoTls).await?;
+                    Ok((client, drive(&state, connection)))
+                }
             }
-            driver_state.notify.notify_waiters();
-            driver_state.notify.notify_one();
-        });
+        };
+        let (client, driver) = match tokio::time::timeout(limit, attempt).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => return Err(self.connect_error(&e)),
+            Err(_) => {
+                return Err(BackendError::new(
+                    "EBACKENDCONNECT",
+                    format!(
+                        "workspace lock backend: cannot connect to {}: timed out after {} ms",
+                        self.shown,
+                        self.connect_timeout.as_millis()
+                    ),
+                ))
+            }
+        };
         if let Ok(mut d) = state.driver.lock() {
-            *d = Some(driver.abort_handle());
+            *d = Some(driver);
         }
         // The server's side of the keep-alives, and its check of a waiter's socket, so
         // that a dead waiter leaves the queue. Best effort: the lease does not rely on them.
@@ -186,6 +188,14 @@ impl Target {
             ));
         }
         Ok((client, state))
+    }
+
+    /// Cancels the statement running on a session (over TLS if the session is).
+    pub(crate) async fn cancel(&self, token: tokio_postgres::CancelToken) {
+        let _ = match &self.tls {
+            Some(tls) => token.cancel_query(tls.clone()).await,
+            None => token.cancel_query(NoTls).await,
+        };
     }
 
     fn connect_error(&self, e: &tokio_postgres::Error) -> BackendError {
@@ -276,6 +286,78 @@ impl Target {
         }
         self.query_error(doing, e)
     }
+}
+
+/// Runs a connection's driver on the runtime; what ended it goes to `state`.
+fn drive<T>(
+    state: &Arc<ConnState>,
+    connection: tokio_postgres::Connection<tokio_postgres::Socket, T>,
+) -> tokio::task::AbortHandle
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let state = state.clone();
+    tokio::spawn(async move {
+        let why = match connection.await {
+            Ok(()) => "the server closed the connection".to_owned(),
+            Err(e) => describe(&e),
+        };
+        if let Ok(mut ended) = state.ended.lock() {
+            *ended = Some(why);
+        }
+        state.notify.notify_waiters();
+        state.notify.notify_one();
+    })
+    .abort_handle()
+}
+
+/// Takes out of a URL what the client library does not parse: `sslrootcert=<file>` (kept
+/// for the TLS connector), and `sslmode=verify-ca|verify-full` (made `require`: the
+/// certificate is always verified here).
+fn split_tls_params(url: &str) -> (String, Option<String>) {
+    let Some(q) = url[url.rfind('@').unwrap_or(0)..]
+        .find('?')
+        .map(|i| i + url.rfind('@').unwrap_or(0))
+    else {
+        return (url.to_owned(), None);
+    };
+    let (base, query) = url.split_at(q);
+    let mut root = None;
+    let mut kept = Vec::new();
+    for pair in query[1..].split('&') {
+        match pair.split_once('=') {
+            Some(("sslrootcert", v)) => root = Some(percent_decode(v)),
+            Some(("sslmode", "verify-ca" | "verify-full")) => {
+                kept.push("sslmode=require".to_owned())
+            }
+            _ => kept.push(pair.to_owned()),
+        }
+    }
+    let mut out = base.to_owned();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    (out, root)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An error as text: the server's message and SQLSTATE, or the client's with its cause.
