@@ -78,7 +78,10 @@ struct Conn {
     client: Client,
     state: Arc<ConnState>,
     token_stmt: Statement,
-    target_id: String,
+    /// Try-lock and token in one statement: the uncontended acquisition's one round trip.
+    fast_stmt: Statement,
+    /// The pool this session returns to: its target and lease.
+    pool_key: String,
 }
 
 impl Conn {
@@ -90,6 +93,16 @@ impl Conn {
 const TOKEN_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS workspace_lock_tokens (\
     key bigint PRIMARY KEY, token bigint NOT NULL, goal_id text, pid bigint, host text, \
     acquired_at text, workspace text)";
+
+/// The lock if it is free, and then (same statement) the token: a row only when the lock was
+/// taken. `ON CONFLICT DO UPDATE` works on the latest committed row whatever the snapshot,
+/// so the token read is the previous holder's, committed before it released.
+const FAST_SQL: &str = "INSERT INTO workspace_lock_tokens AS t \
+    (key, token, goal_id, pid, host, acquired_at, workspace) \
+    SELECT $1, 1, $2, $3, $4, $5, $6 WHERE pg_try_advisory_lock($1) \
+    ON CONFLICT (key) DO UPDATE SET token = t.token + 1, goal_id = EXCLUDED.goal_id, \
+    pid = EXCLUDED.pid, host = EXCLUDED.host, acquired_at = EXCLUDED.acquired_at, \
+    workspace = EXCLUDED.workspace RETURNING token";
 
 const TOKEN_SQL: &str = "INSERT INTO workspace_lock_tokens AS t \
     (key, token, goal_id, pid, host, acquired_at, workspace) VALUES ($1, 1, $2, $3, $4, $5, $6) \
@@ -138,45 +151,56 @@ static TABLE_READY: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
 
 struct PooledConn {
     conn: Arc<Conn>,
-    /// The unlock still on its way: the next user waits for it.
-    pending: Option<tokio::task::JoinHandle<bool>>,
+    /// Fires once the previous holder's unlock is queued on the session: a statement sent
+    /// after it runs after it (one session runs its statements in order).
+    enqueued: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 fn pool() -> &'static Mutex<HashMap<String, Vec<PooledConn>>> {
     POOL.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-async fn take_pooled(target: &Target) -> Option<Arc<Conn>> {
+fn pool_key(target: &Target, lease: Option<Duration>) -> String {
+    format!("{}#{}", target.id(), lease.map_or(0, |l| l.as_millis()))
+}
+
+async fn take_pooled(key: &str) -> Option<Arc<Conn>> {
     loop {
         let next = {
             let mut pool = pool().lock().ok()?;
-            pool.get_mut(target.id()).and_then(|v| v.pop())
+            pool.get_mut(key).and_then(|v| v.pop())
         }?;
-        let unlocked = match next.pending {
-            Some(job) => job.await.unwrap_or(false),
-            None => true,
-        };
-        if unlocked && next.conn.alive() {
+        if let Some(queued) = next.enqueued {
+            let _ = queued.await;
+        }
+        if next.conn.alive() {
             return Some(next.conn);
         }
     }
 }
 
-fn put_pooled(conn: Arc<Conn>, pending: Option<tokio::task::JoinHandle<bool>>) {
+fn put_pooled(conn: Arc<Conn>, enqueued: Option<tokio::sync::oneshot::Receiver<()>>) {
     if let Ok(mut pool) = pool().lock() {
-        let list = pool.entry(conn.target_id.clone()).or_default();
+        let list = pool.entry(conn.pool_key.clone()).or_default();
         // A few idle sessions are plenty; the rest are closed.
         if list.len() < 4 {
-            list.push(PooledConn { conn, pending });
+            list.push(PooledConn { conn, enqueued });
         }
     }
 }
 
-async fn connect(target: &Target) -> Result<Arc<Conn>, BackendError> {
+/// A new session. A lock session (`lease` given) runs with `idle_session_timeout = lease`
+/// for its whole life: the server ends it, and frees its lock, when it goes quiet that long
+/// (an idle pooled session just closes, and the next acquisition opens another).
+async fn connect(target: &Target, lease: Option<Duration>) -> Result<Arc<Conn>, BackendError> {
     let (client, state) = target.connect().await?;
-    let token_stmt = if table_ready(target) {
-        client.prepare(TOKEN_SQL).await
-    } else {
+    if let Some(lease) = lease {
+        client
+            .simple_query(&format!("SET idle_session_timeout = {}", lease.as_millis()))
+            .await
+            .map_err(|e| target.query_error("cannot set idle_session_timeout", &e))?;
+    }
+    if !table_ready(target) {
         // Two processes creating the table at once may collide in the catalog: serialise
         // them with a transaction-level advisory lock on a fixed key.
         let create = format!(
@@ -189,14 +213,16 @@ async fn connect(target: &Target) -> Result<Arc<Conn>, BackendError> {
         if let Ok(mut ready) = TABLE_READY.get_or_init(|| Mutex::new(Vec::new())).lock() {
             ready.push(target.id().to_owned());
         }
-        client.prepare(TOKEN_SQL).await
     }
-    .map_err(|e| target.query_error("cannot prepare the token statement", &e))?;
+    let (token_stmt, fast_stmt) =
+        tokio::try_join!(client.prepare(TOKEN_SQL), client.prepare(FAST_SQL))
+            .map_err(|e| target.query_error("cannot prepare the token statements", &e))?;
     Ok(Arc::new(Conn {
         client,
         state,
         token_stmt,
-        target_id: target.id().to_owned(),
+        fast_stmt,
+        pool_key: pool_key(target, lease),
     }))
 }
 
@@ -211,11 +237,19 @@ fn table_ready(target: &Target) -> bool {
         .unwrap_or(false)
 }
 
-async fn session(target: &Target) -> Result<Arc<Conn>, BackendError> {
-    match take_pooled(target).await {
-        Some(conn) => Ok(conn),
-        None => connect(target).await,
+/// A lock session: a pooled one (`true`) or a new one.
+async fn session(target: &Target, lease: Duration) -> Result<(Arc<Conn>, bool), BackendError> {
+    match take_pooled(&pool_key(target, Some(lease))).await {
+        Some(conn) => Ok((conn, true)),
+        None => Ok((connect(target, Some(lease)).await?, false)),
     }
+}
+
+/// The session ended (a pooled one may have been closed by its idle timeout just now).
+fn session_ended(e: &tokio_postgres::Error, conn: &Conn) -> bool {
+    e.is_closed()
+        || conn.state.ended().is_some()
+        || e.code().is_some_and(|c| c.code().starts_with("57P"))
 }
 
 /// How an acquisition ended.
@@ -259,32 +293,50 @@ pub async fn acquire(
     if cancel.cancelled() {
         return Ok(Outcome::Cancelled);
     }
-    let conn = tokio::select! {
-        c = session(&target) => c?,
-        _ = cancel.notify.notified() => return Ok(Outcome::Cancelled),
-    };
     let lease = Duration::from_millis(lease_ms.max(MIN_LEASE_MS));
-    if try_only {
-        let sql = format!(
-            "SELECT CASE WHEN pg_try_advisory_lock({key}) THEN \
-             set_config('idle_session_timeout', '{}', false) END",
-            lease.as_millis()
-        );
-        let rows = conn
-            .client
-            .simple_query(&sql)
-            .await
-            .map_err(|e| target.lost_error("trying the lock", &e, &conn.state))?;
-        if !first_value_present(&rows) {
-            let holder = holder_on(&conn.client, key).await.ok().flatten();
-            put_pooled(conn, None);
-            return Ok(Outcome::Busy(holder.unwrap_or_default()));
+    // 1. The lock if free, with its token: one round trip. A pooled session that the
+    // server closed meanwhile (idle timeout) is replaced once.
+    let mut retried = false;
+    let (conn, fast) = loop {
+        let (conn, pooled) = tokio::select! {
+            c = session(&target, lease) => c?,
+            _ = cancel.notify.notified() => return Ok(Outcome::Cancelled),
+        };
+        // The lease runs from this send: the server's idle timer restarts when this
+        // statement ends, which is after now.
+        let sent = Instant::now();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &key,
+            &info.goal_id,
+            &info.pid,
+            &info.host,
+            &info.acquired_at,
+            &workspace,
+        ];
+        match conn.client.query_opt(&conn.fast_stmt, &params).await {
+            Ok(row) => break (conn, row.map(|r| (r, sent))),
+            Err(e) if pooled && !retried && session_ended(&e, &conn) => retried = true,
+            // The session is dropped: a lock it may have taken goes with it.
+            Err(e) => return Err(target.lost_error("taking the lock", &e, &conn.state)),
         }
-    } else {
-        let sql = format!(
-            "SELECT pg_advisory_lock({key}), set_config('idle_session_timeout', '{}', false)",
-            lease.as_millis()
-        );
+    };
+    if let Some((row, sent)) = fast {
+        let token: i64 = row
+            .try_get(0)
+            .map_err(|e| target.query_error("reading the fencing token", &e))?;
+        return Ok(Outcome::Acquired(Lease::start(
+            conn, key, token, lease, sent,
+        )));
+    }
+    if try_only {
+        let holder = holder_on(&conn.client, key).await.ok().flatten();
+        put_pooled(conn, None);
+        return Ok(Outcome::Busy(holder.unwrap_or_default()));
+    }
+    // 2. Busy: wait in the server's queue, then take the token with a statement sent after
+    // the grant (so that its send time bounds the server's idle timer from below).
+    {
+        let sql = format!("SELECT pg_advisory_lock({key})");
         let waiter = conn.clone();
         let wait = waiter.client.simple_query(&sql);
         tokio::pin!(wait);
@@ -313,9 +365,7 @@ pub async fn acquire(
             }
         }
         if cancel.cancelled() {
-            let unlock = format!(
-                "SELECT pg_advisory_unlock({key}), set_config('idle_session_timeout', '0', false)"
-            );
+            let unlock = format!("SELECT pg_advisory_unlock({key})");
             if conn.client.simple_query(&unlock).await.is_ok() {
                 put_pooled(conn, None);
             }
@@ -347,13 +397,6 @@ pub async fn acquire(
     Ok(Outcome::Acquired(lease))
 }
 
-fn first_value_present(rows: &[tokio_postgres::SimpleQueryMessage]) -> bool {
-    rows.iter().any(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).is_some(),
-        _ => false,
-    })
-}
-
 async fn holder_on(client: &Client, key: i64) -> Result<Option<Holder>, tokio_postgres::Error> {
     let classid = (key as u64 >> 32) as i64;
     let objid = (key as u64 & 0xffff_ffff) as i64;
@@ -372,11 +415,37 @@ async fn holder_on(client: &Client, key: i64) -> Result<Option<Holder>, tokio_po
     }))
 }
 
+/// Unlocks of this process still on their way, per key: this process's own busy checks
+/// wait for them, so that a `release()` is seen by the next check.
+static UNLOCKING: OnceLock<Mutex<HashMap<i64, Vec<tokio::sync::oneshot::Receiver<()>>>>> =
+    OnceLock::new();
+
+fn note_unlocking(key: i64, done: tokio::sync::oneshot::Receiver<()>) {
+    if let Ok(mut m) = UNLOCKING.get_or_init(|| Mutex::new(HashMap::new())).lock() {
+        let list = m.entry(key).or_default();
+        list.retain(|r| !r.is_terminated());
+        list.push(done);
+    }
+}
+
+async fn unlocked(key: i64) {
+    let pending = UNLOCKING
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .ok()
+        .and_then(|mut m| m.remove(&key))
+        .unwrap_or_default();
+    for done in pending {
+        let _ = done.await;
+    }
+}
+
 /// The observer sessions of this process (one per target), for busy checks and inspect.
 static OBSERVERS: OnceLock<Mutex<HashMap<String, Arc<Conn>>>> = OnceLock::new();
 
 /// Who holds `key` now, as the server says; `None` when nobody does.
 pub async fn holder(target: &Target, key: i64) -> Result<Option<Holder>, BackendError> {
+    unlocked(key).await;
     let observers = OBSERVERS.get_or_init(|| Mutex::new(HashMap::new()));
     let cached = observers
         .lock()
@@ -386,7 +455,7 @@ pub async fn holder(target: &Target, key: i64) -> Result<Option<Holder>, Backend
     let conn = match cached {
         Some(c) => c,
         None => {
-            let c = connect(target).await?;
+            let c = connect(target, None).await?;
             if let Ok(mut m) = observers.lock() {
                 m.insert(target.id().to_owned(), c.clone());
             }
@@ -573,16 +642,23 @@ impl Lease {
             let conn = self.conn.clone();
             let key = self.key;
             if let Ok(rt) = runtime() {
-                let job = rt.spawn(async move {
-                    let sql = format!(
-                        "SELECT pg_advisory_unlock({key}), set_config('idle_session_timeout', '0', false)"
-                    );
-                    matches!(
-                        tokio::time::timeout(Duration::from_secs(5), conn.client.simple_query(&sql)).await,
-                        Ok(Ok(_))
-                    )
+                let (queued, enqueued) = tokio::sync::oneshot::channel();
+                let (unlocked, done) = tokio::sync::oneshot::channel();
+                note_unlocking(key, done);
+                rt.spawn(async move {
+                    let sql = format!("SELECT pg_advisory_unlock({key})");
+                    let unlock = conn.client.simple_query(&sql);
+                    tokio::pin!(unlock);
+                    // The first poll queues the statement on the session: from then on the
+                    // session may serve the next acquisition, whose statement follows it.
+                    let done = futures_util::FutureExt::now_or_never(unlock.as_mut()).is_some();
+                    let _ = queued.send(());
+                    if !done {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), unlock).await;
+                    }
+                    let _ = unlocked.send(());
                 });
-                put_pooled(self.conn.clone(), Some(job));
+                put_pooled(self.conn.clone(), Some(enqueued));
             }
         }
         lost
