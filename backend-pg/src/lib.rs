@@ -80,6 +80,8 @@ struct Conn {
     token_stmt: Statement,
     /// Try-lock and token in one statement: the uncontended acquisition's one round trip.
     fast_stmt: Statement,
+    /// This server run's epoch, shifted: the high bits of every token taken on it.
+    base: i64,
     /// The pool this session returns to: its target and lease.
     pool_key: String,
 }
@@ -90,25 +92,50 @@ impl Conn {
     }
 }
 
-const TOKEN_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS workspace_lock_tokens (\
+const TOKEN_TABLE_SQL: &str = "CREATE UNLOGGED TABLE IF NOT EXISTS workspace_lock_tokens (\
     key bigint PRIMARY KEY, token bigint NOT NULL, goal_id text, pid bigint, host text, \
-    acquired_at text, workspace text)";
+    acquired_at text, workspace text); \
+    CREATE TABLE IF NOT EXISTS workspace_lock_epochs (\
+    started timestamptz PRIMARY KEY, epoch bigint NOT NULL UNIQUE); \
+    CREATE SEQUENCE IF NOT EXISTS workspace_lock_token_seq";
 
-/// The lock if it is free, and then (same statement) the token: a row only when the lock was
-/// taken. `ON CONFLICT DO UPDATE` works on the latest committed row whatever the snapshot,
-/// so the token read is the previous holder's, committed before it released.
+/// Fencing tokens: `epoch << 40 | nextval(workspace_lock_token_seq)`, taken after the lock
+/// is granted. The epoch is a durable counter bumped once per server start (the first lock
+/// session after a start creates it, committed synchronously); within one server run the
+/// sequence only grows. So tokens strictly increase across restarts and crashes (a crash may
+/// lose the sequence's last unflushed steps, but never the new epoch), and no acquisition
+/// waits for a WAL flush of its own: lock sessions run with `synchronous_commit = off`.
+const TOKEN_BITS: u32 = 40;
+
+/// The lock if it is free, and then (same statement, only when it was taken) a token and
+/// the holder's row. `ON CONFLICT DO UPDATE` works on the latest committed row.
 const FAST_SQL: &str = "INSERT INTO workspace_lock_tokens AS t \
     (key, token, goal_id, pid, host, acquired_at, workspace) \
-    SELECT $1, 1, $2, $3, $4, $5, $6 WHERE pg_try_advisory_lock($1) \
-    ON CONFLICT (key) DO UPDATE SET token = t.token + 1, goal_id = EXCLUDED.goal_id, \
+    SELECT $1, $7 + nextval('workspace_lock_token_seq'), $2, $3, $4, $5, $6 \
+    WHERE pg_try_advisory_lock($1) \
+    ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, goal_id = EXCLUDED.goal_id, \
     pid = EXCLUDED.pid, host = EXCLUDED.host, acquired_at = EXCLUDED.acquired_at, \
     workspace = EXCLUDED.workspace RETURNING token";
 
+/// A token and the holder's row, after waiting for the lock.
 const TOKEN_SQL: &str = "INSERT INTO workspace_lock_tokens AS t \
-    (key, token, goal_id, pid, host, acquired_at, workspace) VALUES ($1, 1, $2, $3, $4, $5, $6) \
-    ON CONFLICT (key) DO UPDATE SET token = t.token + 1, goal_id = EXCLUDED.goal_id, \
+    (key, token, goal_id, pid, host, acquired_at, workspace) \
+    VALUES ($1, $7 + nextval('workspace_lock_token_seq'), $2, $3, $4, $5, $6) \
+    ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, goal_id = EXCLUDED.goal_id, \
     pid = EXCLUDED.pid, host = EXCLUDED.host, acquired_at = EXCLUDED.acquired_at, \
     workspace = EXCLUDED.workspace RETURNING token";
+
+/// This server run's epoch, created by the first session that finds none (serialised by a
+/// transaction-level advisory lock), committed synchronously.
+fn epoch_sql() -> String {
+    format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({TABLE_LOCK_KEY}); \
+         INSERT INTO workspace_lock_epochs (started, epoch) \
+         SELECT pg_postmaster_start_time(), coalesce(max(epoch), 0) + 1 FROM workspace_lock_epochs \
+         ON CONFLICT (started) DO NOTHING; \
+         SELECT epoch FROM workspace_lock_epochs WHERE started = pg_postmaster_start_time(); COMMIT"
+    )
+}
 
 /// The holder as the server knows it: the lock granted to a session, and the row its
 /// holder wrote when it won it.
@@ -214,6 +241,31 @@ async fn connect(target: &Target, lease: Option<Duration>) -> Result<Arc<Conn>, 
             ready.push(target.id().to_owned());
         }
     }
+    let base = if lease.is_some() {
+        let rows = client
+            .simple_query(&epoch_sql())
+            .await
+            .map_err(|e| target.query_error("cannot read the server's epoch", &e))?;
+        let epoch = rows
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    r.get(0).and_then(|v| v.parse::<i64>().ok())
+                }
+                _ => None,
+            })
+            .ok_or_else(|| {
+                BackendError::new("EBACKENDSERVER", "workspace lock backend: no epoch row")
+            })?;
+        // Tokens no longer need a flush each: see TOKEN_BITS.
+        client
+            .simple_query("SET synchronous_commit = off")
+            .await
+            .map_err(|e| target.query_error("cannot set synchronous_commit", &e))?;
+        epoch << TOKEN_BITS
+    } else {
+        0
+    };
     let (token_stmt, fast_stmt) =
         tokio::try_join!(client.prepare(TOKEN_SQL), client.prepare(FAST_SQL))
             .map_err(|e| target.query_error("cannot prepare the token statements", &e))?;
@@ -222,6 +274,7 @@ async fn connect(target: &Target, lease: Option<Duration>) -> Result<Arc<Conn>, 
         state,
         token_stmt,
         fast_stmt,
+        base,
         pool_key: pool_key(target, lease),
     }))
 }
@@ -242,6 +295,27 @@ async fn session(target: &Target, lease: Duration) -> Result<(Arc<Conn>, bool), 
     match take_pooled(&pool_key(target, Some(lease))).await {
         Some(conn) => Ok((conn, true)),
         None => Ok((connect(target, Some(lease)).await?, false)),
+    }
+}
+
+/// Keys this process last had to wait for.
+static CONTENDED: OnceLock<Mutex<std::collections::HashSet<i64>>> = OnceLock::new();
+
+fn was_contended(key: i64) -> bool {
+    CONTENDED
+        .get_or_init(Default::default)
+        .lock()
+        .map(|s| s.contains(&key))
+        .unwrap_or(false)
+}
+
+fn note_contended(key: i64, contended: bool) {
+    if let Ok(mut s) = CONTENDED.get_or_init(Default::default).lock() {
+        if contended {
+            s.insert(key);
+        } else {
+            s.remove(&key);
+        }
     }
 }
 
@@ -296,31 +370,39 @@ pub async fn acquire(
     let lease = Duration::from_millis(lease_ms.max(MIN_LEASE_MS));
     // 1. The lock if free, with its token: one round trip. A pooled session that the
     // server closed meanwhile (idle timeout) is replaced once.
+    // A process that had to wait for this lock last time goes straight to the queue: the
+    // try would most likely fail, costing a round trip.
+    let use_fast = try_only || !was_contended(key);
     let mut retried = false;
-    let (conn, fast) = loop {
+    let (mut conn, mut pooled, fast) = loop {
         let (conn, pooled) = tokio::select! {
             c = session(&target, lease) => c?,
             _ = cancel.notify.notified() => return Ok(Outcome::Cancelled),
         };
+        if !use_fast {
+            break (conn, pooled, None);
+        }
         // The lease runs from this send: the server's idle timer restarts when this
         // statement ends, which is after now.
         let sent = Instant::now();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
             &key,
             &info.goal_id,
             &info.pid,
             &info.host,
             &info.acquired_at,
             &workspace,
+            &conn.base,
         ];
         match conn.client.query_opt(&conn.fast_stmt, &params).await {
-            Ok(row) => break (conn, row.map(|r| (r, sent))),
+            Ok(row) => break (conn, pooled, row.map(|r| (r, sent))),
             Err(e) if pooled && !retried && session_ended(&e, &conn) => retried = true,
             // The session is dropped: a lock it may have taken goes with it.
             Err(e) => return Err(target.lost_error("taking the lock", &e, &conn.state)),
         }
     };
     if let Some((row, sent)) = fast {
+        note_contended(key, false);
         let token: i64 = row
             .try_get(0)
             .map_err(|e| target.query_error("reading the fencing token", &e))?;
@@ -335,7 +417,8 @@ pub async fn acquire(
     }
     // 2. Busy: wait in the server's queue, then take the token with a statement sent after
     // the grant (so that its send time bounds the server's idle timer from below).
-    {
+    let waited_from = Instant::now();
+    loop {
         let sql = format!("SELECT pg_advisory_lock({key})");
         let waiter = conn.clone();
         let wait = waiter.client.simple_query(&sql);
@@ -346,6 +429,13 @@ pub async fn acquire(
         };
         match waited {
             Some(Ok(_)) => {}
+            // A pooled session closed by its idle timeout just now: once more on a new one.
+            Some(Err(e)) if pooled && !retried && session_ended(&e, &conn) => {
+                retried = true;
+                pooled = false;
+                conn = connect(&target, Some(lease)).await?;
+                continue;
+            }
             Some(Err(e)) => return Err(target.lost_error("waiting for the lock", &e, &conn.state)),
             None => {
                 // Abort: cancel the wait in the server and see it end, so that nothing of
@@ -371,7 +461,12 @@ pub async fn acquire(
             }
             return Ok(Outcome::Cancelled);
         }
+        break;
     }
+    note_contended(
+        key,
+        use_fast || waited_from.elapsed() > Duration::from_micros(500),
+    );
     // The lease runs from this send: the server's idle timer restarts when this statement
     // ends, which is after now.
     let sent = Instant::now();
@@ -386,6 +481,7 @@ pub async fn acquire(
                 &info.host,
                 &info.acquired_at,
                 &workspace,
+                &conn.base,
             ],
         )
         .await
