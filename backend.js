@@ -9,6 +9,7 @@
 'use strict'
 
 const os = require('node:os')
+const path = require('node:path')
 
 const DEFAULT_LEASE_MS = 10000
 const MIN_LEASE_MS = 1000
@@ -46,10 +47,20 @@ function target(binding, url) {
   return parsed(binding.pgCheckUrl(url)).shown
 }
 
+// A cwd's key is derived once per process (the identity file is read, the repo root found)
+// and then remembered: one workspace keeps one key for the life of a process.
+const keys = new Map()
 function keyOf(binding, cwd, opts) {
   const override = opts?.backendKey ?? process.env.WORKSPACE_LOCK_KEY
   if (override !== undefined && typeof override !== 'string') throw new TypeError('opts.backendKey must be a string')
-  return parsed(binding.pgKey(cwd, override || undefined))
+  const memo = `${override || ''}\0${path.resolve(cwd)}`
+  let key = keys.get(memo)
+  if (key === undefined) {
+    key = parsed(binding.pgKey(cwd, override || undefined))
+    if (keys.size >= 1024) keys.clear()
+    keys.set(memo, key)
+  }
+  return key
 }
 
 function millis(name, value, fallback, min) {
