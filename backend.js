@@ -44,6 +44,9 @@ function parsed(text) {
 
 /** Checks the URL: a malformed one fails here, before any work. */
 function target(binding, url) {
+  if (typeof binding.pgCheckUrl !== 'function') {
+    throw backendError({ code: 'EBACKENDUNAVAILABLE', message: 'workspace lock backend: this build of the addon has no PostgreSQL backend (built without the "postgres" Cargo feature)' })
+  }
   return parsed(binding.pgCheckUrl(url)).shown
 }
 
@@ -234,6 +237,7 @@ function makeBackend(binding, makeFileHandle) {
   /** inspectWorkspaceLock over the backend: the lockfile as judged, and the server's view. */
   function inspect(url, cwd, opts) {
     const status = binding.inspectWorkspaceLock(cwd, fileOptions(opts))
+    target(binding, url)
     const key = keyOf(binding, cwd, opts)
     return merge(status, backendView(url, key.text, key.key, opts))
   }

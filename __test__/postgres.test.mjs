@@ -325,3 +325,17 @@ describe('PostgreSQL backend over TLS (sslmode=require, rustls)', { skip, timeou
     assert.equal(bad.code, 'EBACKENDURL')
   })
 })
+
+describe('PostgreSQL backend in a build without it', () => {
+  it('a backend URL with an addon built without the "postgres" feature: EBACKENDUNAVAILABLE, no fallback', async () => {
+    const binding = require('../binding.js')
+    const without = Object.fromEntries(Object.entries(binding).filter(([name]) => !name.startsWith('pg')))
+    const backend = require('../backend.js').makeBackend(without, () => assert.fail('no handle'))
+    const cwd = workspace()
+    const err = await backend.acquire('postgres://u@127.0.0.1:1/db', cwd, 'g', {}).then(() => assert.fail('resolved'), (e) => e)
+    assert.equal(err.code, 'EBACKENDUNAVAILABLE')
+    assert.throws(() => backend.isBusy('postgres://u@127.0.0.1:1/db', cwd, {}), (e) => e.code === 'EBACKENDUNAVAILABLE')
+    assert.throws(() => backend.inspect('postgres://u@127.0.0.1:1/db', cwd, {}), (e) => e.code === 'EBACKENDUNAVAILABLE')
+    assert.equal(fs.existsSync(lock.workspaceLockPath(cwd)), false)
+  })
+})
