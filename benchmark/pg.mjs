@@ -180,10 +180,12 @@ function loadCost(dir) {
   for (let i = 0; i < (QUICK ? 5 : 15); i++) {
     const out = execFileSync(process.execPath, [
       '-e',
-      `const r0 = process.memoryUsage.rss(); const t0 = performance.now();
+      `const st = () => Object.fromEntries(require('fs').readFileSync('/proc/self/status', 'utf8').split('\\n').filter((l) => /^Rss(Anon|File)/.test(l)).map((l) => [l.split(':')[0], parseInt(l.split(':')[1])]));
+       const s0 = st(); const r0 = process.memoryUsage.rss(); const t0 = performance.now();
        const l = require(${JSON.stringify(path.join(dir, 'index.js'))});
        const ms = performance.now() - t0; l.isWorkspaceBusy(${JSON.stringify(tmp)});
-       console.log(JSON.stringify({ ms, rss: process.memoryUsage.rss() - r0, rssTotal: process.memoryUsage.rss() }))`,
+       const s1 = st();
+       console.log(JSON.stringify({ ms, rss: process.memoryUsage.rss() - r0, rssTotal: process.memoryUsage.rss(), anonKiB: s1.RssAnon - s0.RssAnon, fileKiB: s1.RssFile - s0.RssFile }))`,
     ], { env: { ...process.env, WORKSPACE_LOCK_BACKEND: '' } })
     samples.push(JSON.parse(out))
   }
@@ -191,6 +193,10 @@ function loadCost(dir) {
     loadMsP50: r3(q(samples.map((s) => s.ms), 0.5)),
     rssAddedMiBP50: r3(q(samples.map((s) => s.rss), 0.5) / 2 ** 20),
     rssTotalMiBP50: r3(q(samples.map((s) => s.rssTotal), 0.5) / 2 ** 20),
+    // Private (anonymous) pages, and clean file-backed pages shared with every process
+    // mapping the same addon.
+    rssAnonAddedKiBP50: q(samples.map((s) => s.anonKiB), 0.5),
+    rssFileAddedKiBP50: q(samples.map((s) => s.fileKiB), 0.5),
   }
 }
 const load = { thisBuild: loadCost(repo) }
