@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
+import net from 'node:net'
 import path from 'node:path'
 import { execFile, execFileSync } from 'node:child_process'
 import { lock, workspace, startChild, fixturesDir, sleep, require } from './helpers.mjs'
@@ -323,6 +324,28 @@ describe('PostgreSQL backend over TLS (sslmode=require, rustls)', { skip, timeou
     // A CA file that does not exist: the URL's fault.
     const bad = await rejectsWithin(lock.acquireWorkspaceLock(cwd, 'g', { backend: pg.url('?sslmode=require&sslrootcert=/nonexistent.pem') }), 2000)
     assert.equal(bad.code, 'EBACKENDURL')
+  })
+})
+
+describe('PostgreSQL backend against a server that never answers', () => {
+  it('the synchronous calls give up after backendTimeoutMs (EBACKENDTIMEOUT), acquire after connect_timeout (EBACKENDCONNECT)', async () => {
+    // A listening socket that accepts (the kernel completes the handshake) and says nothing.
+    const silent = net.createServer(() => {})
+    await new Promise((r) => silent.listen(0, '127.0.0.1', r))
+    const url = `postgres://u:${PASSWORD}@127.0.0.1:${silent.address().port}/db?connect_timeout=1`
+    try {
+      const cwd = workspace()
+      const t0 = performance.now()
+      assert.throws(() => lock.isWorkspaceBusy(cwd, { backend: url, backendTimeoutMs: 300 }), (e) => e.code === 'EBACKENDTIMEOUT' && !e.message.includes(PASSWORD))
+      assert.throws(() => lock.inspectWorkspaceLock(cwd, { backend: url, backendTimeoutMs: 300 }), (e) => e.code === 'EBACKENDTIMEOUT')
+      const took = performance.now() - t0
+      assert.ok(took >= 500 && took < 2000, `took ${took} ms`)
+      const err = await rejectsWithin(lock.acquireWorkspaceLock(cwd, 'g', { backend: url }), 3000)
+      assert.equal(err.code, 'EBACKENDCONNECT')
+      assert.ok(!err.message.includes(PASSWORD))
+    } finally {
+      silent.close()
+    }
   })
 })
 
