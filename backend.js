@@ -42,24 +42,55 @@ function parsed(text) {
   return r
 }
 
-/** Checks the URL: a malformed one fails here, before any work. */
-function target(binding, url) {
-  if (typeof binding.pgCheckUrl !== 'function') {
-    throw backendError({ code: 'EBACKENDUNAVAILABLE', message: 'workspace lock backend: this build of the addon has no PostgreSQL backend (built without the "postgres" Cargo feature)' })
+// The seam between this file and a lock engine. An engine is chosen by the URL's scheme and
+// gives, natively: checkUrl(url) → {shown}, key(cwd, override) → {key, text},
+// acquire({id, url, key, workspace, goalId, pid, host, acquiredAt, tryOnly, leaseMs}) →
+// Promise of {lease, token} | {busy} | {cancelled} | {error}, cancel(id), release(lease) and
+// lost(lease) → the loss reason if any, onLost(lease, callback), and holder(url, key,
+// timeoutMs) → {holder} (all JSON text, `{error: {code, message}}` on failure). Everything
+// else here (the lockfile, the handle, the options) is the same for every engine: a second
+// engine (etcd: leases, revisions as tokens) adds a scheme and its native half.
+const SCHEMES = { 'postgres:': 'postgres', 'postgresql:': 'postgres' }
+function engines(binding) {
+  return {
+    postgres: typeof binding.pgCheckUrl === 'function' && {
+      name: 'postgres',
+      checkUrl: binding.pgCheckUrl,
+      key: binding.pgKey,
+      acquire: binding.pgAcquire,
+      cancel: binding.pgCancel,
+      release: binding.pgRelease,
+      lost: binding.pgLost,
+      onLost: binding.pgOnLost,
+      holder: binding.pgHolder,
+    },
   }
-  return parsed(binding.pgCheckUrl(url)).shown
+}
+
+/** The engine of a URL, with the URL checked: a malformed one fails here, before any work. */
+function engineFor(table, url) {
+  const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(url.trim())?.[0].toLowerCase()
+  const name = SCHEMES[scheme]
+  if (name === undefined) {
+    throw backendError({ code: 'EBACKENDURL', message: 'workspace lock backend: not a supported backend URL (expected postgres://… or postgresql://…)' })
+  }
+  const engine = table[name]
+  if (!engine) {
+    throw backendError({ code: 'EBACKENDUNAVAILABLE', message: `workspace lock backend: this build of the addon has no ${name} backend (built without the "${name}" Cargo feature)` })
+  }
+  return { ...engine, shown: parsed(engine.checkUrl(url)).shown }
 }
 
 // A cwd's key is derived once per process (the identity file is read, the repo root found)
 // and then remembered: one workspace keeps one key for the life of a process.
 const keys = new Map()
-function keyOf(binding, cwd, opts) {
+function keyOf(engine, cwd, opts) {
   const override = opts?.backendKey ?? process.env.WORKSPACE_LOCK_KEY
   if (override !== undefined && typeof override !== 'string') throw new TypeError('opts.backendKey must be a string')
-  const memo = `${override || ''}\0${path.resolve(cwd)}`
+  const memo = `${engine.name}\0${override || ''}\0${path.resolve(cwd)}`
   let key = keys.get(memo)
   if (key === undefined) {
-    key = parsed(binding.pgKey(cwd, override || undefined))
+    key = parsed(engine.key(cwd, override || undefined))
     if (keys.size >= 1024) keys.clear()
     keys.set(memo, key)
   }
@@ -89,6 +120,7 @@ const live = new Set()
 let exitHook = false
 
 function makeBackend(binding, makeFileHandle) {
+  const table = engines(binding)
   /** acquireWorkspaceLock over the backend. */
   async function acquire(url, cwd, goalId, opts) {
     // Argument errors exactly as the file lock gives them (and before any server work).
@@ -97,17 +129,18 @@ function makeBackend(binding, makeFileHandle) {
     }
     const signal = opts?.signal
     if (signal?.aborted) throw new Error(`workspace lock acquisition aborted for goal ${goalId} (cwd=${cwd})`)
-    const shown = target(binding, url)
-    const key = keyOf(binding, cwd, opts)
+    const engine = engineFor(table, url)
+    const shown = engine.shown
+    const key = keyOf(engine, cwd, opts)
     const leaseMs = leaseMsOf(opts)
     const failFast = opts?.failOnWorkspaceBusy === true
     const id = nextAcquisition++
-    const onAbort = () => binding.pgCancel(id)
+    const onAbort = () => engine.cancel(id)
     signal?.addEventListener?.('abort', onAbort, { once: true })
     let result
     try {
       result = JSON.parse(
-        await binding.pgAcquire({
+        await engine.acquire({
           id,
           url,
           key: key.key,
@@ -145,7 +178,7 @@ function makeBackend(binding, makeFileHandle) {
       userCallback(err)
     }
     let fileHandle
-    const record = `"backend":"postgres","backendTarget":${JSON.stringify(shown)},"backendKey":${JSON.stringify(key.text)},"fencingToken":"${token}"`
+    const record = `"backend":${JSON.stringify(engine.name)},"backendTarget":${JSON.stringify(shown)},"backendKey":${JSON.stringify(key.text)},"fencingToken":"${token}"`
     try {
       fileHandle = await binding.acquireWorkspaceLock(cwd, goalId, {
         ...fileOptions(opts),
@@ -153,14 +186,14 @@ function makeBackend(binding, makeFileHandle) {
         onCompromised: (err) => report(err.message, err),
       })
     } catch (err) {
-      binding.pgRelease(lease) ?? undefined
+      engine.release(lease) ?? undefined
       throw err
     }
     let released = false
     const lost = () => {
       if (lostReason !== undefined) return lostReason
       if (released) return undefined
-      const pg = (binding.pgLost(lease) ?? undefined)
+      const pg = (engine.lost(lease) ?? undefined)
       if (pg !== undefined) {
         lostReason = pg
         return pg
@@ -171,15 +204,15 @@ function makeBackend(binding, makeFileHandle) {
       if (released) return
       released = true
       live.delete(release)
-      const pg = (binding.pgLost(lease) ?? undefined)
+      const pg = (engine.lost(lease) ?? undefined)
       if (pg !== undefined && lostReason === undefined) lostReason = pg
       // The lockfile first (it names this holder), then the server's lock.
       fileHandle.release()
       if (lostReason === undefined && fileHandle.compromised) lostReason = fileHandle.compromisedReason
-      const atRelease = binding.pgRelease(lease) ?? undefined
+      const atRelease = engine.release(lease) ?? undefined
       if (lostReason === undefined && atRelease !== undefined) lostReason = atRelease
     }
-    binding.pgOnLost(lease, (reason) => {
+    engine.onLost(lease, (reason) => {
       if (released) return
       lostReason ??= reason
       // Not ours any more: let this host's other processes see the workspace free.
@@ -200,17 +233,16 @@ function makeBackend(binding, makeFileHandle) {
   /** isWorkspaceBusy over the backend: the server's holder, else a file-only holder. */
   function isBusy(url, cwd, opts) {
     if (typeof cwd !== 'string') return binding.isWorkspaceBusy(cwd, fileOptions(opts))
-    target(binding, url)
-    const key = keyOf(binding, cwd, opts)
-    const holder = parsed(binding.pgHolder(url, key.key, timeoutMsOf(opts))).holder
+    const engine = engineFor(table, url)
+    const key = keyOf(engine, cwd, opts)
+    const holder = parsed(engine.holder(url, key.key, timeoutMsOf(opts))).holder
     if (holder) return holder.goalId == null ? '' : String(holder.goalId)
     return binding.isWorkspaceBusy(cwd, fileOptions(opts))
   }
 
-  function backendView(url, keyText, keyNum, opts) {
-    const shown = target(binding, url)
-    const holder = parsed(binding.pgHolder(url, keyNum, timeoutMsOf(opts))).holder
-    const view = { kind: 'postgres', target: shown, key: keyText, state: holder ? 'held' : 'free' }
+  function backendView(engine, url, keyText, keyNum, opts) {
+    const holder = parsed(engine.holder(url, keyNum, timeoutMsOf(opts))).holder
+    const view = { kind: engine.name, target: engine.shown, key: keyText, state: holder ? 'held' : 'free' }
     if (holder) {
       view.holder = {
         goalId: holder.goalId ?? undefined,
@@ -237,20 +269,20 @@ function makeBackend(binding, makeFileHandle) {
   /** inspectWorkspaceLock over the backend: the lockfile as judged, and the server's view. */
   function inspect(url, cwd, opts) {
     const status = binding.inspectWorkspaceLock(cwd, fileOptions(opts))
-    target(binding, url)
-    const key = keyOf(binding, cwd, opts)
-    return merge(status, backendView(url, key.text, key.key, opts))
+    const engine = engineFor(table, url)
+    const key = keyOf(engine, cwd, opts)
+    return merge(status, backendView(engine, url, key.text, key.key, opts))
   }
 
   /** inspectWorkspaceLocks: entries whose record names the backend also get its view. */
   function inspectAll(url, dir, opts) {
     const list = binding.inspectWorkspaceLocks(dir, fileOptions(opts))
-    target(binding, url)
+    const engine = engineFor(table, url)
     for (const status of list) {
       const r = status.record
-      if (r?.backend === 'postgres' && typeof r.backendKey === 'string') {
-        const key = parsed(binding.pgKey('', r.backendKey))
-        merge(status, backendView(url, r.backendKey, key.key, opts))
+      if (r?.backend === engine.name && typeof r.backendKey === 'string') {
+        const key = parsed(engine.key('', r.backendKey))
+        merge(status, backendView(engine, url, r.backendKey, key.key, opts))
       }
     }
     return list
