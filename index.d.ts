@@ -38,9 +38,27 @@ export interface WorkspaceLockHandle {
   /** (non-enumerable) The stale lock this acquisition took over, and why it was stale
    *  (`holder_dead`, `pid_recycled`, `heartbeat_stale` or `corrupt`). */
   readonly reclaimed?: { reason: string; goalId: unknown; pid: unknown } | undefined;
+  /** A lock backend's fencing token (strictly increasing per workspace); `undefined` on the
+   *  file lock. See README "Beyond one machine". */
+  readonly fencingToken?: bigint | undefined;
 }
 
-export interface AcquireWorkspaceLockOptions {
+/** Options of every function, for a lock backend (README "Beyond one machine"). */
+export interface WorkspaceLockBackendOptions {
+  /** `postgres://…` (libpq URL) to hold the lock in PostgreSQL, or `"file"` for the file lock
+   *  whatever `WORKSPACE_LOCK_BACKEND` says. Default: `WORKSPACE_LOCK_BACKEND`, else the file lock. */
+  backend?: string;
+  /** The workspace's key on the server, instead of `<crew state identity>:<repo-relative path>`
+   *  (default: `WORKSPACE_LOCK_KEY`). */
+  backendKey?: string;
+  /** The lease, in ms (≥ 1000; default `WORKSPACE_LOCK_LEASE_MS` or 10000). */
+  backendLeaseMs?: number;
+  /** How long the synchronous functions wait for the server, in ms (default
+   *  `WORKSPACE_LOCK_BACKEND_TIMEOUT_MS` or 2000). */
+  backendTimeoutMs?: number;
+}
+
+export interface AcquireWorkspaceLockOptions extends WorkspaceLockBackendOptions {
   /** Reject with "workspace busy: …" instead of waiting (default: wait). */
   failOnWorkspaceBusy?: boolean;
   /** A heartbeat older than this (ms) makes a lock stale (default 60000). */
@@ -81,7 +99,7 @@ export declare function acquireWorkspaceLock(
 /** The live holder's goalId, or `undefined` when the workspace is free (or its lock stale). */
 export declare function isWorkspaceBusy(
   cwd: string,
-  opts?: { startTimeResolver?: StartTimeResolver; heartbeatStaleMs?: number; now?: () => number },
+  opts?: { startTimeResolver?: StartTimeResolver; heartbeatStaleMs?: number; now?: () => number } & WorkspaceLockBackendOptions,
 ): string | undefined;
 
 /** Deletes the stale `*.lock` files of `dir` (not recursive) and returns their paths as
@@ -102,7 +120,15 @@ export interface WorkspaceLockStatus {
   reason?: string;
   /** What the verdict rests on: `kernel_lock`, `pid`, `heartbeat`, or `injected` (the
    *  caller's resolver and clock, judged as the original does). */
-  evidence?: "kernel_lock" | "pid" | "heartbeat" | "injected";
+  evidence?: "kernel_lock" | "pid" | "heartbeat" | "injected" | "backend";
+  /** With a lock backend: the server's view (`held` there makes `state` `held`). */
+  backend?: {
+    kind: "postgres";
+    target: string;
+    key: string;
+    state: "held" | "free";
+    holder?: { goalId?: string; pid?: number; host?: string; fencingToken?: bigint; acquiredAt?: string; waiters: number };
+  };
   /** The lockfile's record as `JSON.parse` gives it (`pid`, `goalId`, `heartbeat`, … and,
    *  for this package's holders, `host`, `bootId`, `pidNs`, `ownerLock`, `ownerFile`). */
   record?: Partial<WorkspaceLockContents> & Record<string, unknown>;
@@ -118,11 +144,11 @@ export interface WorkspaceLockStatus {
 /** The workspace's lockfile and how this package judges it. Read-only. */
 export declare function inspectWorkspaceLock(
   cwd: string,
-  opts?: { startTimeResolver?: StartTimeResolver; heartbeatStaleMs?: number; now?: () => number },
+  opts?: { startTimeResolver?: StartTimeResolver; heartbeatStaleMs?: number; now?: () => number } & WorkspaceLockBackendOptions,
 ): WorkspaceLockStatus;
 
 /** Every `*.lock` directly in `dir` (in name order), judged. Read-only; `[]` if missing. */
 export declare function inspectWorkspaceLocks(
   dir: string,
-  opts?: { startTimeResolver?: StartTimeResolver; heartbeatStaleMs?: number; now?: () => number },
+  opts?: { startTimeResolver?: StartTimeResolver; heartbeatStaleMs?: number; now?: () => number } & WorkspaceLockBackendOptions,
 ): WorkspaceLockStatus[];

@@ -76,10 +76,54 @@ function makeHandle(lease, cwd, goalId, lockPath, startTime, reclaimed, onCompro
 }
 binding.setHandleFactory(makeHandle, deliverLoss)
 
+// --- Lock backends (README "Beyond one machine"): WORKSPACE_LOCK_BACKEND=postgres://… or
+// opts.backend. Without either, every export is the file lock's native function, and
+// backend.js is never loaded.
+let backend
+const pg = () => (backend ??= require('./backend.js').makeBackend(binding, makeBackendHandle))
+/** The backend URL these options select, or `undefined` for the file lock. */
+function selected(opts) {
+  if (opts !== null && typeof opts === 'object' && opts.backend !== undefined) return require('./backend.js').backendOf(opts)
+  const env = process.env.WORKSPACE_LOCK_BACKEND
+  return env ? require('./backend.js').backendOf(opts) : undefined
+}
+/** A backend handle: the file handle's fields, the backend's release, loss and token. */
+function makeBackendHandle(file, release, lost, fencingToken) {
+  const handle = { cwd: file.cwd, goalId: file.goalId, lockPath: file.lockPath, startTime: file.startTime, release }
+  Object.defineProperty(handle, 'compromised', { get: () => lost() !== undefined })
+  Object.defineProperty(handle, 'compromisedReason', { get: lost })
+  Object.defineProperty(handle, 'reclaimed', { get: () => file.reclaimed })
+  Object.defineProperty(handle, 'fencingToken', { value: fencingToken })
+  if (hasDispose) Object.defineProperty(handle, Symbol.dispose, { value: release })
+  return handle
+}
+function acquireWorkspaceLock(cwd, goalId, opts) {
+  let url
+  try {
+    url = selected(opts)
+  } catch (err) {
+    return Promise.reject(err)
+  }
+  return url === undefined ? binding.acquireWorkspaceLock(cwd, goalId, opts) : pg().acquire(url, cwd, goalId, opts)
+}
+function isWorkspaceBusy(cwd, opts) {
+  const url = selected(opts)
+  return url === undefined ? binding.isWorkspaceBusy(cwd, opts) : pg().isBusy(url, cwd, opts)
+}
+function inspectWorkspaceLock(cwd, opts) {
+  const url = selected(opts)
+  return url === undefined ? binding.inspectWorkspaceLock(cwd, opts) : pg().inspect(url, cwd, opts)
+}
+function inspectWorkspaceLocks(dir, opts) {
+  const url = selected(opts)
+  return url === undefined ? binding.inspectWorkspaceLocks(dir, opts) : pg().inspectAll(url, dir, opts)
+}
+// --- end of lock backends
+
 module.exports.workspaceLockPath = binding.workspaceLockPath
-module.exports.acquireWorkspaceLock = binding.acquireWorkspaceLock
-module.exports.isWorkspaceBusy = binding.isWorkspaceBusy
+module.exports.acquireWorkspaceLock = acquireWorkspaceLock
+module.exports.isWorkspaceBusy = isWorkspaceBusy
 module.exports.reclaimStaleLocks = binding.reclaimStaleLocks
 module.exports.defaultStartTimeResolver = binding.defaultStartTimeResolver
-module.exports.inspectWorkspaceLock = binding.inspectWorkspaceLock
-module.exports.inspectWorkspaceLocks = binding.inspectWorkspaceLocks
+module.exports.inspectWorkspaceLock = inspectWorkspaceLock
+module.exports.inspectWorkspaceLocks = inspectWorkspaceLocks

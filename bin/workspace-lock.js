@@ -275,7 +275,8 @@ const print = (text = '') => process.stdout.write(`${text}\n`)
  *  characters in it could move the cursor, recolour the terminal or break the columns. */
 const safe = (value) => (value === undefined || value === null ? '-' : String(value).replace(/[\x00-\x1f\x7f-\x9f]/g, '?'))
 const note = (text) => process.stderr.write(`${PROG}: ${text}\n`)
-const printJson = (doc) => print(JSON.stringify(doc, null, 2))
+// Fencing tokens are bigints: printed as strings (exact).
+const printJson = (doc) => print(JSON.stringify(doc, (_k, v) => (typeof v === 'bigint' ? String(v) : v), 2))
 
 /** "340 ms", "1.2 s", "75 s", "12 min 5 s", "3 h 20 min". */
 function duration(ms) {
@@ -311,7 +312,9 @@ function judge(st) {
             ? `pid ${r.pid} running`
             : st.evidence === 'heartbeat'
               ? `${heartbeat}, holder on another host`
-              : `judged by ${st.evidence ?? 'nothing said'}`
+              : st.evidence === 'backend'
+                ? `held on ${st.backend?.target} by goal ${st.backend?.holder?.goalId} (pid ${st.backend?.holder?.pid} on ${st.backend?.holder?.host})`
+                : `judged by ${st.evidence ?? 'nothing said'}`
       // Proven alive yet not refreshing: say so plainly, so an operator can act.
       const late = st.heartbeatLate ? `, heartbeat not refreshed for ${duration(st.heartbeatAgeMs)}: stopped or hung?` : ''
       return { word: 'alive', why: `${why}${late}`, summary: `alive (${why})${late}`, busy: true }
@@ -378,6 +381,15 @@ function cmdStatus(args, lock) {
       row('pid', r.host === undefined ? safe(r.pid) : `${safe(r.pid)} on ${safe(r.host)}`)
       row('acquired', safe(acquiredText(r.acquiredAt)))
       row('heartbeat', `${duration(st.heartbeatAgeMs)} ago`)
+    }
+    // A lock backend (WORKSPACE_LOCK_BACKEND): the server's view, with the fencing token.
+    if (st.backend) {
+      const h = st.backend.holder
+      row('backend', safe(`${st.backend.target} (${st.backend.state})`))
+      if (h) {
+        row('holder', safe(`goal ${h.goalId} (pid ${h.pid} on ${h.host}), ${h.waiters} waiting`))
+        row('token', safe(String(h.fencingToken)))
+      }
     }
     if (st.state === 'stale') row('', `free to take: the next acquire takes it over (or run '${PROG} reclaim')`)
   }
@@ -621,7 +633,9 @@ async function cmdRun(args, lock) {
       note(`took over the stale lock of ${describeHolder(r.goalId, r.pid)}: ${r.reason}`)
     }
     if (verbose) note(`acquired the lock of ${cwd} as goal ${goalId}`)
-    return await runCommand(args.command)
+    // A lock backend's fencing token, for CMD to hand to the resources it writes.
+    const env = handle.fencingToken === undefined ? undefined : { ...process.env, WORKSPACE_LOCK_TOKEN: String(handle.fencingToken) }
+    return await runCommand(args.command, env)
   } finally {
     // Said before, not after: a waiter may take the lock the instant it is released.
     if (verbose) note(`releasing the lock of ${cwd}`)
@@ -633,7 +647,7 @@ async function cmdRun(args, lock) {
  * Runs `command` with inherited stdio, forwarding signals, and resolves with a shell's
  * exit status: its code, 128+N if it died of signal N, 127 if it could not be started.
  */
-function runCommand([file, ...argv]) {
+function runCommand([file, ...argv], env) {
   return new Promise((resolve) => {
     let child
     const done = (status) => {
@@ -644,7 +658,7 @@ function runCommand([file, ...argv]) {
     // treat a repeated SIGINT like one.
     onSignal = (sig) => child?.kill(sig)
     try {
-      child = spawn(file, argv, { stdio: 'inherit' })
+      child = spawn(file, argv, { stdio: 'inherit', env })
     } catch (err) {
       note(`cannot run ${file}: ${err.message}`)
       return done(EXIT_NO_COMMAND)
@@ -743,7 +757,8 @@ function report(err) {
     note(`${err.message} (see '${help}')`)
     return EXIT_USAGE
   }
-  note(firstLine(err))
+  // A lock backend's failures carry a code (README "Beyond one machine"): say it.
+  note(typeof err?.code === 'string' && err.code.startsWith('EBACKEND') ? `${err.code}: ${firstLine(err)}` : firstLine(err))
   return err instanceof Exit ? err.exitCode : EXIT_ERROR
 }
 

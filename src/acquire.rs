@@ -48,6 +48,8 @@ struct Request {
     written_start_time: Option<f64>,
     heartbeat_stale_ms: f64,
     injected: bool,
+    /// The lock backend's record fields (index.js's hidden option), if any.
+    backend: Option<String>,
 }
 
 impl Request {
@@ -94,6 +96,7 @@ impl Claimant for BindingClaimant<'_> {
             host: host_identity().clone(),
             owner_lock: None,
             owner_file: None,
+            backend: self.request.backend.clone(),
         })
     }
 }
@@ -286,6 +289,7 @@ fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsR
         written_start_time,
         heartbeat_stale_ms: options.judge.heartbeat_stale_ms,
         injected: options.judge.injected(),
+        backend: options.backend_record,
     };
     let callbacks = Callbacks {
         judge: options.judge,

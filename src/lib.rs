@@ -3,6 +3,8 @@
 //! the pure Rust core (`workspace-lock-core`) and keeps nothing else.
 
 mod acquire;
+#[cfg(all(feature = "postgres", unix))]
+pub mod backend_pg;
 mod handle;
 mod inspect;
 mod js;

@@ -28,6 +28,8 @@ pub struct AcquireOptions {
     pub pid: Option<f64>,
     pub signal: Option<JsValue>,
     pub on_compromised: Option<JsValue>,
+    /// Hidden, from backend.js: JSON fields the lockfile record ends with.
+    pub backend_record: Option<String>,
 }
 
 pub fn require_string(env: Env, v: JsValue, what: &str) -> JsResult<String> {
@@ -133,6 +135,10 @@ pub fn judge_options(env: Env, opts: Option<JsValue>) -> JsResult<JudgeOptions> 
     })
 }
 
+/// The hidden option by which backend.js has the lockfile record carry the backend's fields
+/// (a string option name no user passes by accident).
+const BACKEND_RECORD_OPTION: &str = "__workspaceLockBackendRecord";
+
 pub fn acquire_options(env: Env, opts: Option<JsValue>) -> JsResult<AcquireOptions> {
     let judge = judge_options(env, opts)?;
     let opts = options_object(env, opts)?;
@@ -186,5 +192,11 @@ pub fn acquire_options(env: Env, opts: Option<JsValue>) -> JsResult<AcquireOptio
         pid,
         signal,
         on_compromised: function_option(env, opts, "onCompromised")?,
+        backend_record: match option(env, opts, BACKEND_RECORD_OPTION)? {
+            Some(v) if js::type_of(env, v) == napi::sys::ValueType::napi_string => {
+                Some(js::get_string(env, v)?)
+            }
+            _ => None,
+        },
     })
 }

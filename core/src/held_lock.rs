@@ -426,6 +426,7 @@ mod tests {
                 host: host_identity().clone(),
                 owner_lock: None,
                 owner_file: None,
+                backend: None,
             })
         }
     }

@@ -57,6 +57,9 @@ pub struct NewRecord {
     /// That owner file: its byte is evidence only in that very file (not in one made anew
     /// after the holder's was deleted, nor in one on another file system).
     pub owner_file: Option<FileId>,
+    /// A lock backend's fields (`"backend":…,"fencingToken":…`), already JSON, written
+    /// last; `None` for the file lock alone.
+    pub backend: Option<String>,
 }
 
 impl NewRecord {
@@ -97,6 +100,10 @@ impl NewRecord {
             out.push(':');
             out.push_str(&id.ino.to_string());
             out.push('"');
+        }
+        if let Some(fields) = self.backend.as_deref().filter(|f| !f.is_empty()) {
+            out.push(',');
+            out.push_str(fields);
         }
         out.push('}');
         out
@@ -324,6 +331,7 @@ mod tests {
                 dev: 2049,
                 ino: 18_446_744_073_709_551_557,
             }),
+            backend: None,
         }
     }
 

@@ -39,6 +39,7 @@ impl Claimant for Enhanced {
             host: host_identity().clone(),
             owner_lock: None,
             owner_file: None,
+            backend: None,
         })
     }
 }

@@ -1,0 +1,766 @@
+//! The workspace lock held in PostgreSQL (no napi here; `src/backend_pg.rs` binds it).
+//!
+//! * The lock is a session-level advisory lock, `pg_advisory_lock(key)`, on a connection of
+//!   its own: waiters queue in the server, the server frees it the moment the session ends.
+//! * While it is held the session runs with `idle_session_timeout = lease`: a holder that
+//!   stops talking (stopped, partitioned) loses its session, and so the lock, `lease` after
+//!   the server last heard from it. The holder sends a heartbeat every `lease / 4` and counts
+//!   itself lost at `send time of its last answered heartbeat + lease - margin`, before the
+//!   server can free it (see [`Lease`]).
+//! * Fencing tokens: a row per key in `workspace_lock_tokens`, incremented by the holder
+//!   right after it wins the lock (`INSERT … ON CONFLICT DO UPDATE SET token = token + 1`),
+//!   committed, so tokens strictly increase across hosts and server restarts.
+
+mod key;
+mod target;
+mod tls;
+
+pub use key::{derive_key, WorkspaceKey};
+pub use target::{BackendError, Target};
+pub use tokio;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_postgres::{Client, Statement};
+
+/// The shortest lease: `idle_session_timeout` counts in milliseconds, and a lease must leave
+/// room for a few heartbeats and the margin.
+pub const MIN_LEASE_MS: u64 = 1000;
+/// The default lease.
+pub const DEFAULT_LEASE_MS: u64 = 10_000;
+
+static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+
+/// The backend's runtime: one worker thread, started on first use only.
+pub fn runtime() -> Result<&'static tokio::runtime::Runtime, BackendError> {
+    let rt = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("workspace-lock-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    });
+    rt.as_ref().map_err(|e| {
+        BackendError::new(
+            "EBACKENDRUNTIME",
+            format!("cannot start the backend runtime: {e}"),
+        )
+    })
+}
+
+/// What ended a connection, shared between its driver task and its users.
+#[derive(Default)]
+pub(crate) struct ConnState {
+    pub(crate) ended: Mutex<Option<String>>,
+    pub(crate) notify: Notify,
+    /// Stops the connection's driver task: the socket closes at once.
+    pub(crate) driver: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl ConnState {
+    fn close(&self) {
+        if let Some(h) = self.driver.lock().ok().and_then(|mut d| d.take()) {
+            h.abort();
+        }
+    }
+
+    fn ended(&self) -> Option<String> {
+        self.ended.lock().map(|g| g.clone()).unwrap_or(None)
+    }
+}
+
+/// One server session with the statements this package runs on it.
+struct Conn {
+    client: Client,
+    state: Arc<ConnState>,
+    token_stmt: Statement,
+    /// Try-lock and token in one statement: the uncontended acquisition's one round trip.
+    fast_stmt: Statement,
+    /// This server run's epoch, shifted: the high bits of every token taken on it.
+    base: i64,
+    /// The pool this session returns to: its target and lease.
+    pool_key: String,
+}
+
+impl Conn {
+    fn alive(&self) -> bool {
+        !self.client.is_closed() && self.state.ended().is_none()
+    }
+}
+
+const TOKEN_TABLE_SQL: &str = "CREATE UNLOGGED TABLE IF NOT EXISTS workspace_lock_tokens (\
+    key bigint PRIMARY KEY, token bigint NOT NULL, goal_id text, pid bigint, host text, \
+    acquired_at text, workspace text); \
+    CREATE TABLE IF NOT EXISTS workspace_lock_epochs (\
+    started timestamptz PRIMARY KEY, epoch bigint NOT NULL UNIQUE); \
+    CREATE SEQUENCE IF NOT EXISTS workspace_lock_token_seq";
+
+/// Fencing tokens: `epoch << 40 | nextval(workspace_lock_token_seq)`, taken after the lock
+/// is granted. The epoch is a durable counter bumped once per server start (the first lock
+/// session after a start creates it, committed synchronously); within one server run the
+/// sequence only grows. So tokens strictly increase across restarts and crashes (a crash may
+/// lose the sequence's last unflushed steps, but never the new epoch), and no acquisition
+/// waits for a WAL flush of its own: lock sessions run with `synchronous_commit = off`.
+const TOKEN_BITS: u32 = 40;
+
+/// The lock if it is free, and then (same statement, only when it was taken) a token and
+/// the holder's row. `ON CONFLICT DO UPDATE` works on the latest committed row.
+const FAST_SQL: &str = "INSERT INTO workspace_lock_tokens AS t \
+    (key, token, goal_id, pid, host, acquired_at, workspace) \
+    SELECT $1, $7 + nextval('workspace_lock_token_seq'), $2, $3, $4, $5, $6 \
+    WHERE pg_try_advisory_lock($1) \
+    ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, goal_id = EXCLUDED.goal_id, \
+    pid = EXCLUDED.pid, host = EXCLUDED.host, acquired_at = EXCLUDED.acquired_at, \
+    workspace = EXCLUDED.workspace RETURNING token";
+
+/// A token and the holder's row, after waiting for the lock.
+const TOKEN_SQL: &str = "INSERT INTO workspace_lock_tokens AS t \
+    (key, token, goal_id, pid, host, acquired_at, workspace) \
+    VALUES ($1, $7 + nextval('workspace_lock_token_seq'), $2, $3, $4, $5, $6) \
+    ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, goal_id = EXCLUDED.goal_id, \
+    pid = EXCLUDED.pid, host = EXCLUDED.host, acquired_at = EXCLUDED.acquired_at, \
+    workspace = EXCLUDED.workspace RETURNING token";
+
+/// This server run's epoch, created by the first session that finds none (serialised by a
+/// transaction-level advisory lock), committed synchronously.
+fn epoch_sql() -> String {
+    format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({TABLE_LOCK_KEY}); \
+         INSERT INTO workspace_lock_epochs (started, epoch) \
+         SELECT pg_postmaster_start_time(), coalesce(max(epoch), 0) + 1 FROM workspace_lock_epochs \
+         ON CONFLICT (started) DO NOTHING; \
+         SELECT epoch FROM workspace_lock_epochs WHERE started = pg_postmaster_start_time(); COMMIT"
+    )
+}
+
+/// The holder as the server knows it: the lock granted to a session, and the row its
+/// holder wrote when it won it.
+const HOLDER_SQL: &str = "SELECT l.pid::bigint AS backend_pid, t.goal_id, t.pid, t.host, t.token, \
+    t.acquired_at, t.workspace, \
+    (SELECT count(*) FROM pg_locks w WHERE w.locktype = 'advisory' AND NOT w.granted \
+       AND w.database = l.database AND w.classid = l.classid AND w.objid = l.objid \
+       AND w.objsubid = 1) AS waiters \
+    FROM pg_locks l LEFT JOIN workspace_lock_tokens t ON t.key = $1 \
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+      AND l.classid::bigint = $2 AND l.objid::bigint = $3 LIMIT 1";
+
+/// Who holds a key, as the server says.
+#[derive(Debug, Clone, Default)]
+pub struct Holder {
+    pub goal_id: Option<String>,
+    pub pid: Option<i64>,
+    pub host: Option<String>,
+    pub token: Option<i64>,
+    pub acquired_at: Option<String>,
+    pub workspace: Option<String>,
+    pub backend_pid: Option<i64>,
+    pub waiters: i64,
+}
+
+/// What the holder writes beside its token.
+#[derive(Debug, Clone)]
+pub struct HolderInfo {
+    pub goal_id: String,
+    pub pid: i64,
+    pub host: String,
+    pub acquired_at: String,
+}
+
+/// Idle sessions kept for the next acquisition, per target.
+static POOL: OnceLock<Mutex<HashMap<String, Vec<PooledConn>>>> = OnceLock::new();
+/// Targets whose token table is known to exist (per process).
+static TABLE_READY: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+
+struct PooledConn {
+    conn: Arc<Conn>,
+    /// Fires once the previous holder's unlock is queued on the session: a statement sent
+    /// after it runs after it (one session runs its statements in order).
+    enqueued: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+fn pool() -> &'static Mutex<HashMap<String, Vec<PooledConn>>> {
+    POOL.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn pool_key(target: &Target, lease: Option<Duration>) -> String {
+    format!("{}#{}", target.id(), lease.map_or(0, |l| l.as_millis()))
+}
+
+async fn take_pooled(key: &str) -> Option<Arc<Conn>> {
+    loop {
+        let next = {
+            let mut pool = pool().lock().ok()?;
+            pool.get_mut(key).and_then(|v| v.pop())
+        }?;
+        if let Some(queued) = next.enqueued {
+            let _ = queued.await;
+        }
+        if next.conn.alive() {
+            return Some(next.conn);
+        }
+    }
+}
+
+fn put_pooled(conn: Arc<Conn>, enqueued: Option<tokio::sync::oneshot::Receiver<()>>) {
+    if let Ok(mut pool) = pool().lock() {
+        let list = pool.entry(conn.pool_key.clone()).or_default();
+        // A few idle sessions are plenty; the rest are closed.
+        if list.len() < 4 {
+            list.push(PooledConn { conn, enqueued });
+        }
+    }
+}
+
+/// A new session. A lock session (`lease` given) runs with `idle_session_timeout = lease`
+/// for its whole life: the server ends it, and frees its lock, when it goes quiet that long
+/// (an idle pooled session just closes, and the next acquisition opens another).
+async fn connect(target: &Target, lease: Option<Duration>) -> Result<Arc<Conn>, BackendError> {
+    let (client, state) = target.connect().await?;
+    if let Some(lease) = lease {
+        client
+            .simple_query(&format!("SET idle_session_timeout = {}", lease.as_millis()))
+            .await
+            .map_err(|e| target.query_error("cannot set idle_session_timeout", &e))?;
+    }
+    if !table_ready(target) {
+        // Two processes creating the table at once may collide in the catalog: serialise
+        // them with a transaction-level advisory lock on a fixed key.
+        let create = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({TABLE_LOCK_KEY}); {TOKEN_TABLE_SQL}; COMMIT"
+        );
+        client
+            .simple_query(&create)
+            .await
+            .map_err(|e| target.query_error("cannot create the token table", &e))?;
+        if let Ok(mut ready) = TABLE_READY.get_or_init(|| Mutex::new(Vec::new())).lock() {
+            ready.push(target.id().to_owned());
+        }
+    }
+    let base = if lease.is_some() {
+        let rows = client
+            .simple_query(&epoch_sql())
+            .await
+            .map_err(|e| target.query_error("cannot read the server's epoch", &e))?;
+        let epoch = rows
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    r.get(0).and_then(|v| v.parse::<i64>().ok())
+                }
+                _ => None,
+            })
+            .ok_or_else(|| {
+                BackendError::new("EBACKENDSERVER", "workspace lock backend: no epoch row")
+            })?;
+        // Tokens no longer need a flush each: see TOKEN_BITS.
+        client
+            .simple_query("SET synchronous_commit = off")
+            .await
+            .map_err(|e| target.query_error("cannot set synchronous_commit", &e))?;
+        epoch << TOKEN_BITS
+    } else {
+        0
+    };
+    let (token_stmt, fast_stmt) =
+        tokio::try_join!(client.prepare(TOKEN_SQL), client.prepare(FAST_SQL))
+            .map_err(|e| target.query_error("cannot prepare the token statements", &e))?;
+    Ok(Arc::new(Conn {
+        client,
+        state,
+        token_stmt,
+        fast_stmt,
+        base,
+        pool_key: pool_key(target, lease),
+    }))
+}
+
+/// A fixed key for the table's creation ("wslktbl" in ASCII).
+const TABLE_LOCK_KEY: i64 = 0x0077_736c_6b74_626c;
+
+fn table_ready(target: &Target) -> bool {
+    TABLE_READY
+        .get_or_init(|| Mutex::new(Vec::new()))
+        .lock()
+        .map(|r| r.iter().any(|t| t == target.id()))
+        .unwrap_or(false)
+}
+
+/// A lock session: a pooled one (`true`) or a new one.
+async fn session(target: &Target, lease: Duration) -> Result<(Arc<Conn>, bool), BackendError> {
+    match take_pooled(&pool_key(target, Some(lease))).await {
+        Some(conn) => Ok((conn, true)),
+        None => Ok((connect(target, Some(lease)).await?, false)),
+    }
+}
+
+/// Keys this process last had to wait for.
+static CONTENDED: OnceLock<Mutex<std::collections::HashSet<i64>>> = OnceLock::new();
+
+fn was_contended(key: i64) -> bool {
+    CONTENDED
+        .get_or_init(Default::default)
+        .lock()
+        .map(|s| s.contains(&key))
+        .unwrap_or(false)
+}
+
+fn note_contended(key: i64, contended: bool) {
+    if let Ok(mut s) = CONTENDED.get_or_init(Default::default).lock() {
+        if contended {
+            s.insert(key);
+        } else {
+            s.remove(&key);
+        }
+    }
+}
+
+/// The session ended (a pooled one may have been closed by its idle timeout just now).
+fn session_ended(e: &tokio_postgres::Error, conn: &Conn) -> bool {
+    e.is_closed()
+        || conn.state.ended().is_some()
+        || e.code().is_some_and(|c| c.code().starts_with("57P"))
+}
+
+/// How an acquisition ended.
+pub enum Outcome {
+    Acquired(Arc<Lease>),
+    /// `try_only` and someone holds it.
+    Busy(Holder),
+    /// Cancelled (abort): nothing of it is left on the server.
+    Cancelled,
+}
+
+/// Cancels a pending acquisition.
+#[derive(Default)]
+pub struct Cancel {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+    }
+    fn cancelled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+/// Takes the lock of `key` (waiting in the server's queue unless `try_only`), then its
+/// fencing token.
+pub async fn acquire(
+    target: Target,
+    key: i64,
+    workspace: String,
+    info: HolderInfo,
+    try_only: bool,
+    lease_ms: u64,
+    cancel: Arc<Cancel>,
+) -> Result<Outcome, BackendError> {
+    if cancel.cancelled() {
+        return Ok(Outcome::Cancelled);
+    }
+    let lease = Duration::from_millis(lease_ms.max(MIN_LEASE_MS));
+    // 1. The lock if free, with its token: one round trip. A pooled session that the
+    // server closed meanwhile (idle timeout) is replaced once.
+    // A process that had to wait for this lock last time goes straight to the queue: the
+    // try would most likely fail, costing a round trip.
+    let use_fast = try_only || !was_contended(key);
+    let mut retried = false;
+    let (mut conn, mut pooled, fast) = loop {
+        let (conn, pooled) = tokio::select! {
+            c = session(&target, lease) => c?,
+            _ = cancel.notify.notified() => return Ok(Outcome::Cancelled),
+        };
+        if !use_fast {
+            break (conn, pooled, None);
+        }
+        // The lease runs from this send: the server's idle timer restarts when this
+        // statement ends, which is after now.
+        let sent = Instant::now();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            &key,
+            &info.goal_id,
+            &info.pid,
+            &info.host,
+            &info.acquired_at,
+            &workspace,
+            &conn.base,
+        ];
+        match conn.client.query_opt(&conn.fast_stmt, &params).await {
+            Ok(row) => break (conn, pooled, row.map(|r| (r, sent))),
+            Err(e) if pooled && !retried && session_ended(&e, &conn) => retried = true,
+            // The session is dropped: a lock it may have taken goes with it.
+            Err(e) => return Err(target.lost_error("taking the lock", &e, &conn.state)),
+        }
+    };
+    if let Some((row, sent)) = fast {
+        note_contended(key, false);
+        let token: i64 = row
+            .try_get(0)
+            .map_err(|e| target.query_error("reading the fencing token", &e))?;
+        return Ok(Outcome::Acquired(Lease::start(
+            conn, key, token, lease, sent,
+        )));
+    }
+    if try_only {
+        let holder = holder_on(&conn.client, key).await.ok().flatten();
+        put_pooled(conn, None);
+        return Ok(Outcome::Busy(holder.unwrap_or_default()));
+    }
+    // 2. Busy: wait in the server's queue, then take the token with a statement sent after
+    // the grant (so that its send time bounds the server's idle timer from below).
+    let waited_from = Instant::now();
+    loop {
+        let sql = format!("SELECT pg_advisory_lock({key})");
+        let waiter = conn.clone();
+        let wait = waiter.client.simple_query(&sql);
+        tokio::pin!(wait);
+        let waited = tokio::select! {
+            r = &mut wait => Some(r),
+            _ = cancel.notify.notified() => None,
+        };
+        match waited {
+            Some(Ok(_)) => {}
+            // A pooled session closed by its idle timeout just now: once more on a new one.
+            Some(Err(e)) if pooled && !retried && session_ended(&e, &conn) => {
+                retried = true;
+                pooled = false;
+                conn = connect(&target, Some(lease)).await?;
+                continue;
+            }
+            Some(Err(e)) => return Err(target.lost_error("waiting for the lock", &e, &conn.state)),
+            None => {
+                // Abort: cancel the wait in the server and see it end, so that nothing of
+                // it is left in pg_locks; a lock granted meanwhile is unlocked.
+                let token = conn.client.cancel_token();
+                let _ = tokio::time::timeout(Duration::from_secs(2), target.cancel(token)).await;
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), &mut wait).await {
+                    let unlock = format!("SELECT pg_advisory_unlock({key})");
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        conn.client.simple_query(&unlock),
+                    )
+                    .await;
+                }
+                // The session is not reused: its settings may have changed.
+                return Ok(Outcome::Cancelled);
+            }
+        }
+        if cancel.cancelled() {
+            let unlock = format!("SELECT pg_advisory_unlock({key})");
+            if conn.client.simple_query(&unlock).await.is_ok() {
+                put_pooled(conn, None);
+            }
+            return Ok(Outcome::Cancelled);
+        }
+        break;
+    }
+    note_contended(
+        key,
+        use_fast || waited_from.elapsed() > Duration::from_micros(500),
+    );
+    // The lease runs from this send: the server's idle timer restarts when this statement
+    // ends, which is after now.
+    let sent = Instant::now();
+    let row = conn
+        .client
+        .query_one(
+            &conn.token_stmt,
+            &[
+                &key,
+                &info.goal_id,
+                &info.pid,
+                &info.host,
+                &info.acquired_at,
+                &workspace,
+                &conn.base,
+            ],
+        )
+        .await
+        .map_err(|e| target.lost_error("taking a fencing token", &e, &conn.state))?;
+    let token: i64 = row
+        .try_get(0)
+        .map_err(|e| target.query_error("reading the fencing token", &e))?;
+    let lease = Lease::start(conn, key, token, lease, sent);
+    Ok(Outcome::Acquired(lease))
+}
+
+async fn holder_on(client: &Client, key: i64) -> Result<Option<Holder>, tokio_postgres::Error> {
+    let classid = (key as u64 >> 32) as i64;
+    let objid = (key as u64 & 0xffff_ffff) as i64;
+    let row = client
+        .query_opt(HOLDER_SQL, &[&key, &classid, &objid])
+        .await?;
+    Ok(row.map(|r| Holder {
+        backend_pid: r.try_get(0).ok(),
+        goal_id: r.try_get(1).ok().flatten(),
+        pid: r.try_get(2).ok().flatten(),
+        host: r.try_get(3).ok().flatten(),
+        token: r.try_get(4).ok().flatten(),
+        acquired_at: r.try_get(5).ok().flatten(),
+        workspace: r.try_get(6).ok().flatten(),
+        waiters: r.try_get(7).unwrap_or(0),
+    }))
+}
+
+/// Unlocks of this process still on their way, per key: this process's own busy checks
+/// wait for them, so that a `release()` is seen by the next check.
+static UNLOCKING: OnceLock<Mutex<HashMap<i64, Vec<tokio::sync::oneshot::Receiver<()>>>>> =
+    OnceLock::new();
+
+fn note_unlocking(key: i64, done: tokio::sync::oneshot::Receiver<()>) {
+    if let Ok(mut m) = UNLOCKING.get_or_init(|| Mutex::new(HashMap::new())).lock() {
+        let list = m.entry(key).or_default();
+        list.retain(|r| !r.is_terminated());
+        list.push(done);
+    }
+}
+
+async fn unlocked(key: i64) {
+    let pending = UNLOCKING
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .ok()
+        .and_then(|mut m| m.remove(&key))
+        .unwrap_or_default();
+    for done in pending {
+        let _ = done.await;
+    }
+}
+
+/// The observer sessions of this process (one per target), for busy checks and inspect.
+static OBSERVERS: OnceLock<Mutex<HashMap<String, Arc<Conn>>>> = OnceLock::new();
+
+/// Who holds `key` now, as the server says; `None` when nobody does.
+pub async fn holder(target: &Target, key: i64) -> Result<Option<Holder>, BackendError> {
+    unlocked(key).await;
+    let observers = OBSERVERS.get_or_init(|| Mutex::new(HashMap::new()));
+    let cached = observers
+        .lock()
+        .ok()
+        .and_then(|m| m.get(target.id()).cloned())
+        .filter(|c| c.alive());
+    let conn = match cached {
+        Some(c) => c,
+        None => {
+            let c = connect(target, None).await?;
+            if let Ok(mut m) = observers.lock() {
+                m.insert(target.id().to_owned(), c.clone());
+            }
+            c
+        }
+    };
+    holder_on(&conn.client, key)
+        .await
+        .map_err(|e| target.lost_error("asking who holds the lock", &e, &conn.state))
+}
+
+/// What a lease calls, once, when its lock is lost: with the reason.
+pub type LostCallback = Box<dyn FnOnce(String) + Send>;
+
+static NEXT_LEASE: AtomicU64 = AtomicU64::new(1);
+
+/// A held lock.
+pub struct Lease {
+    pub id: u64,
+    pub key: i64,
+    pub token: i64,
+    lease: Duration,
+    conn: Arc<Conn>,
+    /// Past this instant the lock may have been freed by the server: we count it lost.
+    deadline: Mutex<Instant>,
+    lost: Mutex<Option<String>>,
+    released: AtomicBool,
+    stop: Notify,
+    on_lost: Mutex<Option<LostCallback>>,
+}
+
+/// The safety margin kept before the server's earliest release: a fifth of the lease.
+pub fn margin(lease: Duration) -> Duration {
+    lease / 5
+}
+
+impl Lease {
+    fn start(conn: Arc<Conn>, key: i64, token: i64, lease: Duration, sent: Instant) -> Arc<Lease> {
+        let me = Arc::new(Lease {
+            id: NEXT_LEASE.fetch_add(1, Ordering::Relaxed),
+            key,
+            token,
+            lease,
+            conn,
+            deadline: Mutex::new(sent + lease - margin(lease)),
+            lost: Mutex::new(None),
+            released: AtomicBool::new(false),
+            stop: Notify::new(),
+            on_lost: Mutex::new(None),
+        });
+        let beat = me.clone();
+        tokio::spawn(async move { beat.heartbeat().await });
+        me
+    }
+
+    /// Registers what to call (once, from the runtime's thread) when the lock is lost.
+    pub fn on_lost(&self, f: LostCallback) {
+        if let Ok(mut slot) = self.on_lost.lock() {
+            *slot = Some(f);
+        }
+        // Lost before the callback was set: call it now.
+        if let Some(reason) = self.lost_reason_only() {
+            self.fire(reason);
+        }
+    }
+
+    fn lost_reason_only(&self) -> Option<String> {
+        self.lost.lock().map(|g| g.clone()).unwrap_or(None)
+    }
+
+    fn fire(&self, reason: String) {
+        let f = self.on_lost.lock().ok().and_then(|mut s| s.take());
+        if let Some(f) = f {
+            f(reason);
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        self.deadline
+            .lock()
+            .map(|d| *d)
+            .unwrap_or_else(|_| Instant::now())
+    }
+
+    /// Marks the lock lost (once) and closes its session: the server frees the lock when
+    /// it notices, if it has not already.
+    fn mark_lost(&self, reason: String) {
+        if self.released.load(Ordering::SeqCst) {
+            return;
+        }
+        let first = match self.lost.lock() {
+            Ok(mut g) if g.is_none() => {
+                *g = Some(reason.clone());
+                true
+            }
+            _ => false,
+        };
+        if first {
+            self.stop.notify_one();
+            self.conn.state.close();
+            self.fire(reason);
+        }
+    }
+
+    /// Why the lock was lost, if it was; past the deadline it is, whatever the heartbeat
+    /// thread has seen yet.
+    pub fn lost(&self) -> Option<String> {
+        if let Some(r) = self.lost_reason_only() {
+            return Some(r);
+        }
+        if self.released.load(Ordering::SeqCst) {
+            return None;
+        }
+        if Instant::now() >= self.deadline() {
+            let reason = self.expired_reason();
+            let this = reason.clone();
+            self.mark_lost(this);
+            return self.lost_reason_only().or(Some(reason));
+        }
+        None
+    }
+
+    fn expired_reason(&self) -> String {
+        format!(
+            "lease expired: no answer from the PostgreSQL server within the lease ({} ms), which may have given the lock to another holder",
+            self.lease.as_millis()
+        )
+    }
+
+    async fn heartbeat(self: Arc<Self>) {
+        let every = self.lease / 4;
+        loop {
+            let next = Instant::now() + every;
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => {}
+                _ = self.stop.notified() => return,
+                _ = self.conn.state.notify.notified() => {
+                    let why = self.conn.state.ended().unwrap_or_else(|| "the connection to the PostgreSQL server closed".to_owned());
+                    self.mark_lost(format!("session lost: {why}"));
+                    return;
+                }
+            }
+            if self.released.load(Ordering::SeqCst) || self.lost_reason_only().is_some() {
+                return;
+            }
+            if Instant::now() >= self.deadline() {
+                self.mark_lost(self.expired_reason());
+                return;
+            }
+            let sent = Instant::now();
+            let deadline = self.deadline();
+            let beat = tokio::time::timeout_at(deadline.into(), self.conn.client.simple_query(""));
+            tokio::select! {
+                r = beat => match r {
+                    Ok(Ok(_)) => {
+                        if let Ok(mut d) = self.deadline.lock() {
+                            *d = sent + self.lease - margin(self.lease);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        let why = self.conn.state.ended().unwrap_or_else(|| e.to_string());
+                        self.mark_lost(format!("session lost: {why}"));
+                        return;
+                    }
+                    Err(_) => {
+                        self.mark_lost(self.expired_reason());
+                        return;
+                    }
+                },
+                _ = self.stop.notified() => return,
+            }
+        }
+    }
+
+    /// Releases the lock: idempotent, never fails; returns why it had been lost, if it had.
+    /// The unlock goes out on the runtime; the session returns to the pool after it.
+    pub fn release(self: &Arc<Self>) -> Option<String> {
+        let lost = self.lost();
+        if self.released.swap(true, Ordering::SeqCst) {
+            return lost;
+        }
+        self.stop.notify_one();
+        if lost.is_none() && self.conn.alive() {
+            let conn = self.conn.clone();
+            let key = self.key;
+            if let Ok(rt) = runtime() {
+                let (queued, enqueued) = tokio::sync::oneshot::channel();
+                let (unlocked, done) = tokio::sync::oneshot::channel();
+                note_unlocking(key, done);
+                rt.spawn(async move {
+                    let sql = format!("SELECT pg_advisory_unlock({key})");
+                    let unlock = conn.client.simple_query(&sql);
+                    tokio::pin!(unlock);
+                    // The first poll queues the statement on the session: from then on the
+                    // session may serve the next acquisition, whose statement follows it.
+                    let done = futures_util::FutureExt::now_or_never(unlock.as_mut()).is_some();
+                    let _ = queued.send(());
+                    if !done {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), unlock).await;
+                    }
+                    let _ = unlocked.send(());
+                });
+                put_pooled(self.conn.clone(), Some(enqueued));
+            }
+        }
+        lost
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+}
