@@ -211,6 +211,17 @@ function makeBackend(binding, makeFileHandle) {
       if (lostReason === undefined && fileHandle.compromised) lostReason = fileHandle.compromisedReason
       const atRelease = engine.release(lease) ?? undefined
       if (lostReason === undefined && atRelease !== undefined) lostReason = atRelease
+      // A loss this release found (or one not yet delivered) reaches onCompromised before
+      // release() returns; report() calls it once at most.
+      if (lostReason !== undefined) {
+        try {
+          report(lostReason)
+        } catch (err) {
+          process.nextTick(() => {
+            throw err
+          })
+        }
+      }
     }
     engine.onLost(lease, (reason) => {
       if (released) return

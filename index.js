@@ -92,6 +92,7 @@ function makeBackendHandle(file, release, lost, fencingToken) {
   const handle = { cwd: file.cwd, goalId: file.goalId, lockPath: file.lockPath, startTime: file.startTime, release }
   Object.defineProperty(handle, 'compromised', { get: () => lost() !== undefined })
   Object.defineProperty(handle, 'compromisedReason', { get: lost })
+  Object.defineProperty(handle, 'heartbeatError', { get: () => file.heartbeatError })
   Object.defineProperty(handle, 'reclaimed', { get: () => file.reclaimed })
   Object.defineProperty(handle, 'fencingToken', { value: fencingToken })
   if (hasDispose) Object.defineProperty(handle, Symbol.dispose, { value: release })
