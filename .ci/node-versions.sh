@@ -15,14 +15,21 @@
 #
 # --skip-current: a major equal to the `node` on PATH is not run again (`.ci/run` has just
 # run the whole `npm test` with it); the summary says so.
+# --heavy-once: the heavy multi-process suites whose subject does not depend on the Node
+# version (the Rust platform layer, hosts in namespaces, hundreds of SIGKILLs, fault
+# injection) are left out of these lanes, having run under the machine's node in
+# `npm test`; each lane says which.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 skip_current=0
+heavy_once=0
+HEAVY="generic-unix multiprocess postgres-hosts faults"
 majors=()
 for a in "$@"; do
   case "$a" in
     --skip-current) skip_current=1 ;;
+    --heavy-once) heavy_once=1 ;;
     [0-9]*) majors+=("$a") ;;
     *) echo "node-versions: unknown argument '$a'" >&2; exit 2 ;;
   esac
@@ -118,10 +125,21 @@ for major in "${majors[@]}"; do
   fi
   cat "$errors" >&2
   version="$("$bin/node" -p 'process.version')"
-  echo "=== Node $major lane: $version ($bin/node): npm run test:node"
   started=$(date +%s)
-  # npm itself runs under that node too (its shebang is `env node`).
-  if PATH="$bin:$PATH" WSLOCK_EXPECT_NODE_MAJOR="$major" npm run --silent test:node; then
+  if [ "$heavy_once" = 1 ]; then
+    files=()
+    for f in __test__/*.test.mjs; do
+      name=$(basename "$f" .test.mjs)
+      case " $HEAVY " in *" $name "*) ;; *) files+=("$f") ;; esac
+    done
+    echo "=== Node $major lane: $version ($bin/node): node --test, all but the heavy suites run once above ($HEAVY)"
+    run_lane() { PATH="$bin:$PATH" WSLOCK_EXPECT_NODE_MAJOR="$major" node --test --test-concurrency=1 "${files[@]}"; }
+  else
+    echo "=== Node $major lane: $version ($bin/node): npm run test:node"
+    # npm itself runs under that node too (its shebang is `env node`).
+    run_lane() { PATH="$bin:$PATH" WSLOCK_EXPECT_NODE_MAJOR="$major" npm run --silent test:node; }
+  fi
+  if run_lane; then
     summary+=("Node $major: $version passed in $(($(date +%s) - started)) s")
   else
     summary+=("Node $major: $version FAILED after $(($(date +%s) - started)) s")
