@@ -105,16 +105,16 @@ enum Step {
     Acquired(JsValue),
     /// Claimed over a stale lock that a process of the original module may be reclaiming at
     /// the same moment: resolved only once the claim has survived [`SETTLE`].
-    Settle(Settling),
+    Settle(HeldClaim),
     Wait(Busy),
 }
 
-/// A claim waiting out [`SETTLE`] before its handle is handed out.
-struct Settling {
+/// A claim held and not yet handed out (at once, or once it has waited out [`SETTLE`]).
+struct HeldClaim {
     lease: u32,
     held: Arc<HeldLock>,
     reclaimed: Option<Reclaim>,
-    /// When it has settled.
+    /// When it has settled (if it must).
     until: Instant,
 }
 
@@ -182,16 +182,16 @@ fn attempt(
                     )
                 });
             let held = HeldLock::hold(*claim, refresh, request.heartbeat_stale_ms, on_lost)?;
-            let settling = Settling {
+            let claim = HeldClaim {
                 lease,
                 held,
                 reclaimed,
                 until: Instant::now() + SETTLE,
             };
             if settle {
-                return Ok(Step::Settle(settling));
+                return Ok(Step::Settle(claim));
             }
-            Ok(Step::Acquired(hand_out(env, request, callbacks, settling)?))
+            Ok(Step::Acquired(hand_out(env, request, callbacks, claim)?))
         }
         ClaimOutcome::Busy(busy) if request.fail_on_workspace_busy => {
             let holder = busy.holder.as_ref();
@@ -211,7 +211,7 @@ fn hand_out(
     env: Env,
     request: &Request,
     callbacks: &Callbacks,
-    claim: Settling,
+    claim: HeldClaim,
 ) -> JsResult<JsValue> {
     let fields = HandleFields {
         cwd: &request.cwd,
@@ -261,7 +261,7 @@ enum Next {
     /// The lock to be freed.
     Free(Busy),
     /// Its claim to settle.
-    Settled(Settling),
+    Settled(HeldClaim),
 }
 
 fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsResult<Started> {
@@ -346,7 +346,7 @@ struct Pending {
     /// arrival order, kept across re-parks: the earliest waiter is woken first.
     line: waiting::LinePlace,
     /// A claim waiting out [`SETTLE`] (released if the acquisition ends otherwise).
-    settling: Option<Settling>,
+    settling: Option<HeldClaim>,
 }
 
 /// Arrival order of waiters across every JS thread of the process.
@@ -491,7 +491,7 @@ fn park_behind(mut pending: Pending, id: u64, wait: Duration) {
 
 /// Waits out [`SETTLE`] for a claim: a timer only (no event of the lock path wakes it, nor
 /// shares its deadline with other waiters).
-fn park_settling(mut pending: Pending, id: u64, claim: Settling) {
+fn park_settling(mut pending: Pending, id: u64, claim: HeldClaim) {
     let spec = WaitSpec {
         lock_path: pending.request.target.path.clone(),
         holder: None,

@@ -43,6 +43,18 @@ struct HeldState {
     refresh_failure: Option<RefreshFailure>,
 }
 
+impl HeldState {
+    /// Notes a loss its holder found (heartbeat or confirmation): nothing refers to our
+    /// kernel byte any more, so it is freed. Returns the reason, to report.
+    fn note_lost(&mut self, reason: String) -> String {
+        if let (Some(owners), Some(slot)) = (&self.claim.owners, self.claim.slot) {
+            owners.unhold(slot);
+        }
+        self.lost = Some(reason.clone());
+        reason
+    }
+}
+
 /// Why the heartbeat could not be refreshed. The lock stays held (its kernel lock proves
 /// the holder alive to every judge of this package); refreshes are retried every
 /// [`REFRESH_RETRY`] at most.
@@ -122,13 +134,7 @@ impl HeldLock {
                 return false;
             }
             match check_and_refresh(&mut state.claim, None) {
-                Ok(Ownership::Lost(reason)) => {
-                    if let (Some(owners), Some(slot)) = (&state.claim.owners, state.claim.slot) {
-                        owners.unhold(slot);
-                    }
-                    state.lost = Some(reason.clone());
-                    reason
-                }
+                Ok(Ownership::Lost(reason)) => state.note_lost(reason),
                 // Ours; or not looked at (a stopped process in the mutex, an I/O error):
                 // nothing says it is not, and the heartbeat keeps checking.
                 _ => return true,
@@ -277,14 +283,7 @@ impl HeldLock {
                     state.refresh_failure = Some(failure);
                     return Some(self.next_beat(self.interval.min(REFRESH_RETRY)));
                 }
-                Ok(Ownership::Lost(reason)) => {
-                    // Nothing refers to our kernel byte any more; free it.
-                    if let (Some(owners), Some(slot)) = (&state.claim.owners, state.claim.slot) {
-                        owners.unhold(slot);
-                    }
-                    state.lost = Some(reason.clone());
-                    reason
-                }
+                Ok(Ownership::Lost(reason)) => state.note_lost(reason),
             }
         };
         self.report_loss(&lost_reason);

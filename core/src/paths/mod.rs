@@ -154,6 +154,26 @@ fn locks_dir_in(crew_root: &Path) -> PathBuf {
     node_join(&node_join(crew_root, "state"), "workspace-locks")
 }
 
+/// Names whose presence (following symlinks) makes a folder a project root, in pi-crew's
+/// order: the same on every platform.
+pub(crate) const MARKERS: [&str; 15] = [
+    ".git",
+    ".pi",
+    ".crew",
+    ".hg",
+    ".svn",
+    ".factory",
+    ".omc",
+    "package.json",
+    "pyproject.toml",
+    "Cargo.toml",
+    "go.mod",
+    "pom.xml",
+    "composer.json",
+    "build.gradle",
+    "build.gradle.kts",
+];
+
 mod node;
 #[cfg(unix)]
 mod walk;

@@ -4,25 +4,6 @@
 
 use super::*;
 
-/// Names whose presence (following symlinks) makes a folder a project root, in pi-crew's order.
-pub(super) const MARKERS: [&str; 15] = [
-    ".git",
-    ".pi",
-    ".crew",
-    ".hg",
-    ".svn",
-    ".factory",
-    ".omc",
-    "package.json",
-    "pyproject.toml",
-    "Cargo.toml",
-    "go.mod",
-    "pom.xml",
-    "composer.json",
-    "build.gradle",
-    "build.gradle.kts",
-];
-
 /// findRepoRoot as above (None = no repo root).
 ///
 /// `abs_cwd` must be absolute and normalised (what [`resolve_lexical`] returns).

@@ -10,26 +10,9 @@ use sha2::{Digest, Sha256};
 
 use super::node_inspect_string;
 use super::win32;
+use super::MARKERS;
 use crate::error::LockError;
 use crate::sys;
-
-const MARKERS: [&str; 15] = [
-    ".git",
-    ".pi",
-    ".crew",
-    ".hg",
-    ".svn",
-    ".factory",
-    ".omc",
-    "package.json",
-    "pyproject.toml",
-    "Cargo.toml",
-    "go.mod",
-    "pom.xml",
-    "composer.json",
-    "build.gradle",
-    "build.gradle.kts",
-];
 
 /// What `process.cwd()`, `os.homedir()` and `os.tmpdir()` give in this process (the latter
 /// two `path.resolve()`d).
