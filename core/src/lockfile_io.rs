@@ -577,9 +577,16 @@ pub fn evict(target: &LockTarget, judged: &Observed) -> Result<Eviction, LockErr
 
 /// Deletes the lockfile that [`read_own_publication`] just found to be our spare (its holder
 /// releasing, under the mutex): the spare is then known to have no other name.
+///
+/// The pool stays locked across the unlink: otherwise another thread of this process could
+/// take the spare, publish it again at the lock path, and put it back between our unlink and
+/// our mark, which would then call a published spare unlinked, and the next claim would
+/// rewrite a live holder's lockfile in place. (Where claims take the per-name mutex, no such
+/// thread can be there; the generic Unix layer has none.)
 pub fn remove_own_publication(target: &LockTarget) -> Result<(), LockError> {
+    let mut pool = spares();
     remove(target)?;
-    if let Some(spare) = spares().get_mut(target.path.as_os_str()) {
+    if let Some(spare) = pool.get_mut(target.path.as_os_str()) {
         spare.sole_link = true;
     }
     Ok(())

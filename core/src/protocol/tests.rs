@@ -352,8 +352,11 @@ fn contending_threads_never_overlap() {
     contend("proto-contention", claim);
 }
 
-/// 4 threads, 200 claims and releases each, on one lock: never two owners at once.
+/// 4 threads, 200 claims and releases each, on one lock: never two owners at once, and every
+/// release finds its own claim. Bounded in time: a thread that fails leaves the others to
+/// give up at the deadline, not spin forever on a lockfile nobody will release.
 fn contend(name: &str, claim: fn(&LockTarget, &str) -> ClaimOutcome) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let dir = TempDir::new(name);
     let target = Arc::new(LockTarget::new(dir.path().join("h.lock")));
     let inside = Arc::new(AtomicUsize::new(0));
@@ -363,7 +366,7 @@ fn contend(name: &str, claim: fn(&LockTarget, &str) -> ClaimOutcome) {
             let (target, inside, total) = (target.clone(), inside.clone(), total.clone());
             std::thread::spawn(move || {
                 let mut done = 0;
-                while done < 200 {
+                while done < 200 && std::time::Instant::now() < deadline {
                     match claim(&target, &format!("t{t}")) {
                         ClaimOutcome::Claimed(mut c) => {
                             assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two owners");
