@@ -19,32 +19,57 @@ describe('generic Unix layer on Linux', { skip: !linux && 'the generic layer is 
   // A `node --test` started under the test runner would only report to it: run it on its own.
   delete env.NODE_TEST_CONTEXT
 
-  it('is built, and is the generic layer (no owner file, no kernel bytes)', () => {
+  it('is built, and is the generic layer (kernel locks as flocked files in .owners.d, no .owners file)', () => {
     assert.ok(fs.existsSync(generic), `${generic} is missing: run \`npm run build:generic\``)
     const cwd = workspace('generic-probe')
     const script = `
       const lock = require(${JSON.stringify(path.join(root, 'index.js'))})
       lock.acquireWorkspaceLock(${JSON.stringify(cwd)}, 'probe').then((h) => {
         const dir = require('node:path').dirname(h.lockPath)
-        const owners = require('node:fs').existsSync(require('node:path').join(dir, '.owners'))
-        const record = JSON.parse(require('node:fs').readFileSync(h.lockPath, 'utf8'))
+        const fs = require('node:fs')
+        const owners = fs.existsSync(require('node:path').join(dir, '.owners'))
+        const ownersDir = require('node:path').join(dir, '.owners.d')
+        const record = JSON.parse(fs.readFileSync(h.lockPath, 'utf8'))
+        const whileHeld = fs.readdirSync(ownersDir).sort()
         h.release()
-        console.log(JSON.stringify({ owners, ownerLock: record.ownerLock ?? null }))
+        const afterRelease = fs.readdirSync(ownersDir).filter((n) => n.startsWith('h'))
+        console.log(JSON.stringify({ owners, ownerLock: record.ownerLock, whileHeld, afterRelease }))
       })`
     const out = spawnSync(process.execPath, ['-e', script], { env, encoding: 'utf8', timeout: 20_000 })
     assert.equal(out.status, 0, out.stderr)
-    assert.deepEqual(JSON.parse(out.stdout), { owners: false, ownerLock: null })
+    const seen = JSON.parse(out.stdout)
+    assert.equal(seen.owners, false, 'no .owners file')
+    assert.equal(typeof seen.ownerLock, 'number', 'the record names its holder file')
+    // The holder's file (h<offset in hex>) and the lock name's mutex (m<…>), nothing else.
+    assert.equal(seen.whileHeld.length, 2, JSON.stringify(seen))
+    assert.equal(seen.whileHeld[0], `h${seen.ownerLock.toString(16)}`)
+    assert.match(seen.whileHeld[1], /^m[0-9a-f]+$/)
+    assert.deepEqual(seen.afterRelease, [], 'the holder file goes at release')
   })
 
-  it('passes the multi-process suite (contention, stampede, SIGKILL at random moments)', { timeout: 240_000 }, () => {
+  /** Runs test files of the suite on the generic layer, in a `node --test` of their own. */
+  function runOnGeneric(files, extra = []) {
     const out = spawnSync(
       process.execPath,
-      ['--test', '--test-concurrency=1', '--test-reporter=tap', path.join(root, '__test__', 'multiprocess.test.mjs')],
+      ['--test', '--test-concurrency=1', '--test-reporter=tap', ...extra, ...files.map((f) => path.join(root, '__test__', f))],
       { env, encoding: 'utf8', timeout: 230_000 },
     )
     const report = `${out.stdout}\n${out.stderr}`
     assert.equal(out.status, 0, report)
-    assert.match(out.stdout, /^# pass 3$/m, report)
     assert.match(out.stdout, /^# fail 0$/m, report)
+    return out.stdout
+  }
+
+  it('passes the multi-process suite (contention, stampede, SIGKILL at random moments)', { timeout: 240_000 }, () => {
+    assert.match(runOnGeneric(['multiprocess.test.mjs']), /^# pass 3$/m)
+  })
+
+  it('wakes a waiter at once when the holder is SIGKILLed: its holder file\'s flock dies with it', { timeout: 240_000 }, () => {
+    // pollMs is an hour in the second: only the lock's own wake-up can end the wait in time.
+    assert.match(runOnGeneric(['robustness.test.mjs'], ['--test-name-pattern=SIGKILLed']), /^# pass 2$/m)
+  })
+
+  it('keeps a stopped holder held, publishes only its own claims when the directory is replaced, rides out EMFILE', { timeout: 240_000 }, () => {
+    assert.match(runOnGeneric(['holder-proof.test.mjs']), /^# pass 3$/m)
   })
 })

@@ -11,8 +11,6 @@ import { lock, workspace, startChild, pidAlive, sleep } from './helpers.mjs'
 const { acquireWorkspaceLock, isWorkspaceBusy, reclaimStaleLocks, workspaceLockPath } = lock
 
 const LONG = 3_600_000
-/** Run by generic-unix.test.mjs on the portable Unix layer (no kernel locks). */
-const GENERIC_LAYER = /workspace-lock\.generic\.node$/.test(process.env.NAPI_RS_NATIVE_LIBRARY_PATH ?? '')
 
 /** A pid that was a process a moment ago and is now dead (and reaped). */
 function deadPid() {
@@ -92,10 +90,6 @@ describe('multi-process', () => {
         if (i === w) continue
         assert.ok(a.startsWith(`busy ${round} workspace busy: cwd=${cwd} held by goalId=`), ctx)
         if (a.includes(`held by goalId=round-${round}-child${w} (pid=${kids[w].pid})`)) continue
-        // Without a per-name mutex (the generic Unix layer, which macOS runs) a loser may have
-        // met another child's claim that a three-way race then displaced (that child learns
-        // it while its takeover settles, and tries again): it still never names the dead one.
-        if (GENERIC_LAYER && new RegExp(`held by goalId=round-${round}-child\\d `).test(a)) continue
         anomalies.push(ctx)
       }
       kids[w].send(`release ${round}`)

@@ -403,7 +403,7 @@ const LOCK_NAME = /^[0-9a-f]{64}\.lock$/
 /**
  * Whether `dir` is a locks directory rather than a workspace: named `workspace-locks`
  * (always so in pi-crew's layout: <crewRoot>/state/workspace-locks), or holding a lockfile
- * or this package's `.owners` file. A workspace's own `*.lock` files (yarn.lock,
+ * or this package's `.owners` file (`.owners.d` on macOS). A workspace's own `*.lock` files (yarn.lock,
  * Cargo.lock, flake.lock…) do not make it one.
  */
 function isLocksDir(dir) {
@@ -414,7 +414,7 @@ function isLocksDir(dir) {
   } catch {
     return false
   }
-  return names.some((n) => LOCK_NAME.test(n) || n === '.owners')
+  return names.some((n) => LOCK_NAME.test(n) || n === '.owners' || n === '.owners.d')
 }
 
 /**

@@ -261,7 +261,6 @@ mod tests {
     use crate::process_probe::start_time_of;
     use crate::record::FileId;
     use crate::test_support::TempDir;
-    use std::fs;
 
     fn rec(json: &str) -> ParsedRecord {
         ParsedRecord::parse(json.as_bytes()).unwrap()
@@ -401,7 +400,7 @@ mod tests {
             (Verdict::Live, Evidence::KernelLock)
         );
         // Someone deletes the owner file under its live holder ...
-        fs::remove_file(dir.path().join(crate::kernel_lock::OWNER_FILE_NAME)).unwrap();
+        crate::test_support::delete_owners(&dir.path().join(crate::kernel_lock::OWNER_FILE_NAME));
         assert_eq!(judge(&live, None, 2000.0), (Verdict::Live, Evidence::Pid));
         // Its writer still runs (same pid and start time): alive whatever its heartbeat.
         assert_eq!(judge(&live, None, 1e13), (Verdict::Live, Evidence::Pid));

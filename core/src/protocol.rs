@@ -606,6 +606,9 @@ pub fn reclaim_stale<E: From<LockError>>(
         }
     }
     sweep_leftovers(dir, &leftovers);
+    if let Some(owners) = &owners {
+        owners.sweep_dead();
+    }
     Ok(reclaimed)
 }
 

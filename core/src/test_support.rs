@@ -44,3 +44,14 @@ pub fn rooted_context(dir: &TempDir) -> (PathBuf, PathContext) {
     };
     (root, ctx)
 }
+
+/// Deletes a locks directory's owner file (`.owners`), or on the generic Unix layer its
+/// owners directory (`.owners.d`) with the holder files in it, as a cleanup would.
+pub fn delete_owners(path: &Path) {
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    assert!(removed.is_ok(), "deleting {path:?}: {removed:?}");
+}

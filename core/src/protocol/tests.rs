@@ -133,8 +133,8 @@ fn a_goal_id_longer_than_one_read_claims_and_releases_like_any_other() {
 
 #[test]
 #[cfg_attr(
-    not(kernel_locks),
-    ignore = "needs byte locks owned by an open file (Linux OFD)"
+    not(symlink_free_open),
+    ignore = "needs a symlink-free open (openat2), which settles the usual path"
 )]
 #[cfg(unix)]
 fn lock_path_for_claim_opens_the_owner_file_only_where_it_settles_the_path() {
@@ -526,7 +526,7 @@ fn a_claim_names_its_owner_file_and_survives_that_files_deletion() {
     assert!(a.bytes.ends_with(&named), "{:?}", a.bytes);
     // Deleted under its live holder: other claims, looking or blind (which make the file
     // anew), still find the lock held.
-    fs::remove_file(&owners_path).unwrap();
+    crate::test_support::delete_owners(&owners_path);
     assert_eq!(busy_goal(claim(&target, "b")).as_deref(), Some("a"));
     assert_eq!(
         busy_goal(claim_opened(&target, "b").unwrap()).as_deref(),

@@ -2,7 +2,7 @@
 //! inotify, eventfd and pidfd wake-ups.
 
 use super::unix::{drain, poll_readable, pollfd, write_once};
-use super::{Events, LockKind, PidHandle};
+use super::{Events, HeldBytes, LockKind, PidHandle};
 use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -34,6 +34,7 @@ fn flock_for(kind: LockKind, offset: u64) -> libc::flock {
 /// `Ok(false)` when it is held by another open file and `wait` is false.
 pub fn set_byte_lock(
     file: &File,
+    _held: &HeldBytes,
     kind: LockKind,
     offset: u64,
     wait: bool,
@@ -72,13 +73,14 @@ pub fn probe_byte_lock(file: &File, offset: u64) -> std::io::Result<bool> {
 
 /// Blocks until a read lock on the byte at `offset` is placed (nobody holds it for writing
 /// any more), or the wait fails. Closing `file` drops the read lock.
-pub fn wait_byte_free(file: &File, offset: u64) {
+/// Always `true`: the byte is there to wait on.
+pub fn wait_byte_free(file: &File, offset: u64) -> bool {
     let fl = flock_for(LockKind::Read, offset);
     loop {
         // SAFETY: valid fd and flock struct for the duration of the call.
         let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLKW, &fl) };
         if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return;
+            return true;
         }
     }
 }
@@ -151,6 +153,9 @@ const DIR_EVENTS: u32 = libc::IN_DELETE
     | libc::IN_DELETE_SELF
     | libc::IN_MOVE_SELF
     | libc::IN_ONLYDIR;
+
+/// Whether the [`Notifier`] reports a process's exit (pidfd).
+pub const PID_HANDLES: bool = true;
 
 /// The watcher's kernel objects: an inotify instance for directory changes and an eventfd
 /// to wake it.

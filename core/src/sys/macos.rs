@@ -84,6 +84,9 @@ fn kevent_for(ident: usize, filter: i16, flags: u16, fflags: u32) -> libc::keven
     }
 }
 
+/// Whether the [`Notifier`] reports a process's exit (kqueue EVFILT_PROC).
+pub const PID_HANDLES: bool = true;
+
 /// The watcher's kernel objects: one kqueue for directory changes (`EVFILT_VNODE` on an
 /// `O_EVTONLY` descriptor of each watched directory), process exits (`EVFILT_PROC`,
 /// `NOTE_EXIT`) and the wake-up (`EVFILT_USER`).

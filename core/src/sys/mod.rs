@@ -15,13 +15,17 @@
 //!   `ReadDirectoryChangesW` for the watcher, Windows error codes mapped to errno values as
 //!   libuv maps them (so errors carry Node's codes).
 //! - `generic`: the portable Unix implementation used on macOS (and on Linux with the
-//!   `generic-unix` feature, so that CI runs it): no byte locks (claims follow the original's
-//!   protocol, judged by pid and heartbeat), no symlink-free open (paths take their full
-//!   way), a self-pipe to wake the watcher, whose waiters then wake on `pollMs`.
+//!   `generic-unix` feature, so that CI runs it): the same locks as `flock(2)` on one small
+//!   file per byte in a directory `.owners.d` (flock, like OFD locks, belongs to an open file
+//!   and dies with its process; `fcntl` locks would be per process), no symlink-free open
+//!   (paths take their full way), and the watcher's wake-ups from kqueue (macOS) or a
+//!   self-pipe (Linux with the feature, whose waiters then wake on `pollMs`).
 //!
-//! The interface, implemented by each of `linux` and `generic`:
-//! - `KERNEL_BYTE_LOCKS`, `set_byte_lock`, `probe_byte_lock`, `wait_byte_free`: byte-range
-//!   locks owned by an open file (the holder byte and the per-name mutex);
+//! The interface, implemented by each of `linux`, `windows` and `generic`:
+//! - `OWNERS_NAME`, `open_owners`, `HeldBytes`, `release_held_bytes`, `KERNEL_BYTE_LOCKS`,
+//!   `set_byte_lock`, `probe_byte_lock`, `wait_byte_free`, `sweep_dead_bytes`: byte-range
+//!   locks owned by an open owner handle (the holder byte and the per-name mutex), freed
+//!   when it closes;
 //! - `open_without_symlinks`: open an absolute path only if no component is a symlink;
 //! - `Notifier`: directory-change watches, process-exit handles and a wake-up, waited on
 //!   together by the watcher thread;
@@ -55,6 +59,35 @@ pub use generic::*;
 mod pipe_notifier;
 #[cfg(all(target_os = "linux", feature = "generic-unix"))]
 pub use pipe_notifier::*;
+
+/// Where the locks of one locks directory live: a file whose bytes are locked.
+#[cfg(not(all(unix, any(not(target_os = "linux"), feature = "generic-unix"))))]
+pub const OWNERS_NAME: &str = ".owners";
+
+/// What an owner handle holds besides its file: nothing, the locks are on the file's bytes.
+#[cfg(not(all(unix, any(not(target_os = "linux"), feature = "generic-unix"))))]
+#[derive(Debug, Default)]
+pub struct HeldBytes {}
+
+/// Opens (creating if asked) the owner file at `path`, for writing if asked.
+#[cfg(not(all(unix, any(not(target_os = "linux"), feature = "generic-unix"))))]
+pub fn open_owners(
+    path: &std::path::Path,
+    create: bool,
+    write: bool,
+) -> std::io::Result<std::fs::File> {
+    let mut options = nofollow_options(0);
+    options.read(true).write(write).create(create);
+    checked_open(&options, path)
+}
+
+/// Before an owner handle closes: nothing to do, closing frees its bytes.
+#[cfg(not(all(unix, any(not(target_os = "linux"), feature = "generic-unix"))))]
+pub fn release_held_bytes(_owners: &std::fs::File, _held: &HeldBytes) {}
+
+/// Nothing to sweep: a dead holder's byte leaves nothing behind.
+#[cfg(not(all(unix, any(not(target_os = "linux"), feature = "generic-unix"))))]
+pub fn sweep_dead_bytes(_owners: &std::fs::File, _path: &std::path::Path) {}
 
 #[cfg(target_os = "linux")]
 mod procfs;

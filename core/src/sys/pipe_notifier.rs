@@ -15,6 +15,9 @@ pub fn raw_pid_fd(fd: &PidFd) -> RawFd {
     match *fd {}
 }
 
+/// Whether the [`Notifier`] reports a process's exit (none: a self-pipe only).
+pub const PID_HANDLES: bool = false;
+
 /// The watcher's wake-up: a non-blocking self-pipe.
 pub struct Notifier {
     pipe: Option<(OwnedFd, OwnedFd)>,

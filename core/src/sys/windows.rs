@@ -8,7 +8,7 @@
 //! a holder of this package is watched through its byte (a helper thread blocked in
 //! `LockFileEx`); `pollMs` covers the rest.
 
-use super::{Events, LockKind, PidHandle};
+use super::{Events, HeldBytes, LockKind, PidHandle};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata, OpenOptions};
@@ -84,10 +84,15 @@ fn overlapped_at(offset: u64) -> OVERLAPPED {
 /// `Ok(false)` when another handle holds it and `wait` is false.
 pub fn set_byte_lock(
     file: &File,
+    _held: &HeldBytes,
     kind: LockKind,
     offset: u64,
     wait: bool,
 ) -> std::io::Result<bool> {
+    lock_range(file, kind, offset, wait)
+}
+
+fn lock_range(file: &File, kind: LockKind, offset: u64, wait: bool) -> std::io::Result<bool> {
     let mut ov = overlapped_at(offset);
     let flags = match kind {
         LockKind::Unlock => {
@@ -117,9 +122,9 @@ pub fn set_byte_lock(
 /// Whether another handle holds the byte at `offset`: a lock placed and at once removed
 /// (Windows has no test without taking).
 pub fn probe_byte_lock(file: &File, offset: u64) -> std::io::Result<bool> {
-    if set_byte_lock(file, LockKind::Write, offset, false)? {
+    if lock_range(file, LockKind::Write, offset, false)? {
         // Removing a lock just placed: failure would leave it until the handle closes.
-        let _ = set_byte_lock(file, LockKind::Unlock, offset, false);
+        let _ = lock_range(file, LockKind::Unlock, offset, false);
         Ok(false)
     } else {
         Ok(true)
@@ -128,8 +133,10 @@ pub fn probe_byte_lock(file: &File, offset: u64) -> std::io::Result<bool> {
 
 /// Blocks until a shared lock on the byte at `offset` is placed (its holder let go of it,
 /// or died), or the wait fails. Closing `file` drops it.
-pub fn wait_byte_free(file: &File, offset: u64) {
-    let _ = set_byte_lock(file, LockKind::Read, offset, true);
+/// Always `true`: the byte is there to wait on.
+pub fn wait_byte_free(file: &File, offset: u64) -> bool {
+    let _ = lock_range(file, LockKind::Read, offset, true);
+    true
 }
 
 /// Options that open a reparse point itself rather than what it points to; with
@@ -491,6 +498,9 @@ pub fn raw_pid_fd(fd: &PidFd) -> RawPidFd {
 /// `WaitForMultipleObjects` takes at most 64 handles: the wake-up event and 63 processes;
 /// holders beyond those are covered by `pollMs`.
 const MAX_PID_WAITS: usize = 63;
+
+/// Whether the [`Notifier`] reports a process's exit (process handles).
+pub const PID_HANDLES: bool = true;
 
 /// The watcher's kernel objects: an auto-reset event to wake it, and the directories it
 /// watches (`ReadDirectoryChangesW`, one overlapped read in flight each).

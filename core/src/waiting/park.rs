@@ -25,7 +25,9 @@ pub fn holder_watch(locks_dir: &Path, busy: &Busy, injected: bool) -> Option<Hol
     let locality = locality_of(holder);
     let provable_pid = holder.probeable_pid().filter(|pid| {
         let recorded = holder.start_time().and_then(|st| st.as_f64());
-        locality == Locality::SamePidNamespace
+        // Where exits cannot be watched, the byte's helper thread is the prompt way.
+        crate::sys::PID_HANDLES
+            && locality == Locality::SamePidNamespace
             && recorded.is_some()
             && start_time_of(&pid.to_string()) == recorded
     });
