@@ -2,7 +2,10 @@
 //! the call (as the original's async function does before its first `await`), and every
 //! later attempt run on the JS thread when the core's waiter reports that the lock may be
 //! free (a release, the holder's death, or the `pollMs` fallback). Waiting costs no thread
-//! of the libuv pool and no CPU; an abort rejects at once and removes its listener.
+//! of the libuv pool and no CPU; an abort rejects at once and removes its listener. Every
+//! decision of the wait (its turn in line, which wait it registers, whether a takeover
+//! settles, which failures end it) is the core's (`waiting::turns`); this file holds the
+//! promise and the JavaScript values, and does what it is told.
 
 use crate::handle::{lost_notifier, make_handle, next_lease, HandleFields};
 use crate::js::{self, Env, Fail, JsRef, JsResult, JsValue};
@@ -23,7 +26,7 @@ use workspace_lock_core::held_lock::HeldLock;
 use workspace_lock_core::host::host_identity;
 use workspace_lock_core::js_semantics::{iso_string, template_string};
 use workspace_lock_core::kernel_lock::OwnerFile;
-use workspace_lock_core::liveness::{original_may_also_reclaim, Verdict};
+use workspace_lock_core::liveness::Verdict;
 use workspace_lock_core::lockfile_io::LockTarget;
 use workspace_lock_core::paths::PathContext;
 use workspace_lock_core::process_probe::own_pid;
@@ -31,7 +34,9 @@ use workspace_lock_core::protocol::{
     lock_path_for_claim, try_claim, Busy, ClaimOutcome, Claimant, Reclaim,
 };
 use workspace_lock_core::record::{NewRecord, ParsedRecord};
-use workspace_lock_core::waiting::{self, WaitId, WaitSpec, WakeReason};
+use workspace_lock_core::waiting::{
+    self, FirstWait, Turn, WaitId, WaitSpec, WaitingAcquisition, WakeReason, SETTLE,
+};
 
 /// The longest fallback wait between two checks (Node's own timer limit).
 const MAX_POLL_MS: f64 = 2_147_483_647.0;
@@ -50,14 +55,6 @@ struct Request {
     injected: bool,
     /// The lock backend's record fields (index.js's hidden option), if any.
     backend: Option<String>,
-}
-
-impl Request {
-    /// Who judges a lock as this acquisition does (see [`WaitSpec::judging`]): any other
-    /// without injected callbacks and with the same `heartbeatStaleMs`.
-    fn judging(&self) -> Option<u64> {
-        (!self.injected).then(|| self.heartbeat_stale_ms.to_bits())
-    }
 }
 
 /// The caller's callbacks, as live values for one attempt.
@@ -118,11 +115,6 @@ struct HeldClaim {
     until: Instant,
 }
 
-/// Longer than the original's read, judge, unlink and create of a stale lock (which runs in
-/// one turn of its event loop) even on a loaded machine: a claim of ours still in place
-/// after it was not replaced by one of those.
-const SETTLE: Duration = Duration::from_millis(50);
-
 fn is_aborted(env: Env, signal: Option<JsValue>) -> JsResult<bool> {
     let Some(signal) = signal else {
         return Ok(false);
@@ -173,14 +165,12 @@ fn attempt(
             // The original unlinks whatever is at the path once it judged the lock stale:
             // a takeover it may be racing is confirmed before it counts (and every claim is
             // watched closely at first, see HeldLock::hold).
-            let settle = !request.injected
-                && reclaimed.as_ref().is_some_and(|r| {
-                    original_may_also_reclaim(
-                        r.previous.as_ref(),
-                        wall_clock_ms(),
-                        request.heartbeat_stale_ms,
-                    )
-                });
+            let settle = waiting::must_settle(
+                reclaimed.as_ref(),
+                request.injected,
+                request.heartbeat_stale_ms,
+                wall_clock_ms(),
+            );
             let held = HeldLock::hold(*claim, refresh, request.heartbeat_stale_ms, on_lost)?;
             let claim = HeldClaim {
                 lease,
@@ -296,9 +286,8 @@ fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsR
         signal: options.signal,
         on_compromised: options.on_compromised,
     };
-    // Others of this process wait for this lock: wait behind them, in arrival order. (A
-    // try-lock, failOnWorkspaceBusy, waits for nobody: it claims a free lock at once.)
-    if !request.fail_on_workspace_busy && !waiting::line_is_empty(&request.target.path) {
+    // Others of this process wait for this lock: wait behind them, in arrival order.
+    if waiting::joins_the_line(&request.target.path, request.fail_on_workspace_busy) {
         check_not_aborted(env, &request, &callbacks)?;
         let behind = Next::Free(Busy::held_by(None));
         return Ok(Started::Waiting(Box::new((request, callbacks, behind))));
@@ -308,7 +297,9 @@ fn start(env: Env, cwd: JsValue, goal_id: JsValue, opts: Option<JsValue>) -> JsR
         Ok(Step::Settle(claim)) => Next::Settled(claim),
         Ok(Step::Wait(busy)) => Next::Free(busy),
         // Out of descriptors or memory for a moment: wait and look again, unless asked not to.
-        Err(fail) if is_transient(&fail) && !request.fail_on_workspace_busy => {
+        Err(fail)
+            if relook_after(&fail, request.poll).is_some() && !request.fail_on_workspace_busy =>
+        {
             Next::Free(Busy::held_by(None))
         }
         Err(fail) => return Err(fail),
@@ -339,6 +330,8 @@ struct Pending {
     abort_listener: Option<JsRef>,
     retry: Arc<RetryFn>,
     wait: Option<WaitId>,
+    /// What its waits are made of (see [`waiting::WaitingAcquisition`]).
+    waiter: WaitingAcquisition,
     /// The holder found at the last attempt: finding another claim after a wake-up means
     /// a lost race.
     waited_on: Option<ParsedRecord>,
@@ -409,6 +402,14 @@ fn begin_waiting(
         None => None,
     };
     let order = ARRIVAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let waiter = WaitingAcquisition {
+        lock_path: request.target.path.clone(),
+        locks_dir: request.target.dir.clone(),
+        poll: request.poll,
+        injected: request.injected,
+        heartbeat_stale_ms: request.heartbeat_stale_ms,
+        order,
+    };
     let pending = Pending {
         line: waiting::LinePlace::join(&request.target.path, order),
         deferred,
@@ -419,6 +420,7 @@ fn begin_waiting(
         abort_listener,
         retry: Arc::new(retry),
         wait: None,
+        waiter,
         waited_on: None,
         request,
         settling: None,
@@ -430,76 +432,36 @@ fn begin_waiting(
             return Ok(());
         }
     };
-    if !pending.line.is_first() {
-        let poll = pending.request.poll;
-        park_behind(pending, id, poll);
-        return Ok(());
+    match pending.waiter.first_wait(&pending.line, &busy) {
+        FirstWait::Behind(wait) => park_behind(pending, id, wait),
+        FirstWait::ForTheLock(pause) => park(pending, id, busy, pause),
     }
-    let pause =
-        waiting::pause_after_own_release(&pending.request.target.path, busy.holder.as_ref());
-    park(pending, id, busy, pause);
     Ok(())
 }
 
-/// Waits for the next event that may free the lock; after a lost race, not before `pause`
-/// has passed (see [`waiting::pause_after`]).
+/// Waits for the next event that may free the lock (see
+/// [`WaitingAcquisition::for_the_lock`]), and looks once more if it changed meanwhile.
 fn park(mut pending: Pending, id: u64, busy: Busy, pause: Option<Duration>) {
-    let spec = WaitSpec {
-        lock_path: pending.request.target.path.clone(),
-        holder: waiting::holder_watch(&pending.request.target.dir, &busy, pending.request.injected),
-        deadline: Instant::now()
-            .checked_add(waiting::fallback_wait(&busy, pending.request.poll))
-            .unwrap_or_else(Instant::now),
-        order: pending.line.order(),
-        pause,
-        judging: pending.request.judging(),
-    };
+    let spec = pending.waiter.for_the_lock(&busy, pause);
     register(&mut pending, id, spec);
-    let stuck = busy.mutex_stuck;
-    pending.waited_on = busy.holder;
-    // A release between our look and the registration raised no event we could see: look
-    // once more now that events are watched. (A paused waiter looks when its pause ends,
-    // whatever happened meanwhile.) The retry this may trigger runs on this thread, later.
-    let lock_path = &pending.request.target.path;
-    // (Nor does a waiter stuck behind a stopped process's mutex: looking costs it the
-    // patience again, and only a change, which wakes it, or time can help.)
-    let unchanged =
-        pause.is_some() || stuck || waiting::still_as_found(lock_path, pending.waited_on.as_ref());
-    if !unchanged {
-        waiting::nudge(lock_path);
+    // The retry this may trigger runs on this thread, later.
+    if pending.waiter.changed_since_look(&busy, pause) {
+        waiting::nudge(&pending.request.target.path);
     }
+    pending.waited_on = busy.holder;
     PENDING.with(|p| p.borrow_mut().insert(id, pending));
 }
 
-/// Waits behind earlier waiters of this process for the same lock: for the events that may
-/// free it, which wake the first in line first, or `wait` (`pollMs`, or less). It watches no
-/// holder and does not look at the lock now: the first in line does.
+/// Waits behind earlier waiters of this process (see [`WaitingAcquisition::behind`]).
 fn park_behind(mut pending: Pending, id: u64, wait: Duration) {
-    let spec = WaitSpec {
-        lock_path: pending.request.target.path.clone(),
-        holder: None,
-        deadline: Instant::now()
-            .checked_add(wait)
-            .unwrap_or_else(Instant::now),
-        order: pending.line.order(),
-        pause: None,
-        judging: pending.request.judging(),
-    };
+    let spec = pending.waiter.behind(wait);
     register(&mut pending, id, spec);
     PENDING.with(|p| p.borrow_mut().insert(id, pending));
 }
 
-/// Waits out [`SETTLE`] for a claim: a timer only (no event of the lock path wakes it, nor
-/// shares its deadline with other waiters).
+/// Waits out [`SETTLE`] for a claim (see [`WaitingAcquisition::settling`]).
 fn park_settling(mut pending: Pending, id: u64, claim: HeldClaim) {
-    let spec = WaitSpec {
-        lock_path: pending.request.target.path.clone(),
-        holder: None,
-        deadline: claim.until,
-        order: pending.line.order(),
-        pause: Some(claim.until.saturating_duration_since(Instant::now())),
-        judging: None,
-    };
+    let spec = pending.waiter.settling(claim.until);
     pending.settling = Some(claim);
     register(&mut pending, id, spec);
     PENDING.with(|p| p.borrow_mut().insert(id, pending));
@@ -546,17 +508,12 @@ fn retry(env: Env, id: u64, woken_by: WakeReason) {
         // all. Let go of what is left of it and try again, as after any lost race.
         claim.held.release();
     }
-    // Woken by an event while an earlier waiter of this process is still in line (it was
-    // woken first and is about to look, or it pauses): its turn comes first. A deadline looks
-    // anyway: an earlier waiter whose thread is blocked must not hold the others up. So this
-    // one looks after HEAD_PATIENCE if nothing wakes it before (the event may be one that
-    // earlier waiter, out of the watcher's sight while it looks, never acts on).
-    if woken_by != WakeReason::Deadline && !pending.line.is_first() {
+    // An earlier waiter of this process goes first (see waiting::turn).
+    if let Turn::WaitBehind(wait) = waiting::turn(woken_by, &pending.line, pending.request.poll) {
         let aborted = pending.signal.as_ref().map(JsRef::get);
         if matches!(is_aborted(env, aborted), Ok(true)) {
             finish(env, pending, Err(aborted_while_waiting()));
         } else {
-            let wait = pending.request.poll.min(waiting::HEAD_PATIENCE);
             park_behind(pending, id, wait);
         }
         return;
@@ -574,20 +531,20 @@ fn retry(env: Env, id: u64, woken_by: WakeReason) {
             park(pending, id, busy, pause)
         }
         // Out of descriptors or memory for a moment: the wait goes on, and looks again soon.
-        Err(fail) if is_transient(&fail) => {
-            let wait = pending.request.poll.min(TRANSIENT_RELOOK);
-            park_behind(pending, id, wait)
-        }
-        Err(fail) => finish(env, pending, Err(fail)),
+        Err(fail) => match relook_after(&fail, pending.request.poll) {
+            Some(wait) => park_behind(pending, id, wait),
+            None => finish(env, pending, Err(fail)),
+        },
     }
 }
 
-/// How soon a waiter whose look failed for want of descriptors or memory looks again.
-const TRANSIENT_RELOOK: Duration = Duration::from_millis(50);
-
-/// EMFILE, ENFILE, ENOMEM: failures of the moment, not of the lock.
-fn is_transient(fail: &Fail) -> bool {
-    matches!(fail, Fail::Lock(LockError::Io(e)) if matches!(e.code(), "EMFILE" | "ENFILE" | "ENOMEM"))
+/// How soon to look again after a failed look, if the wait goes on
+/// ([`waiting::relook_after`]).
+fn relook_after(fail: &Fail, poll: Duration) -> Option<Duration> {
+    match fail {
+        Fail::Lock(e) => waiting::relook_after(e, poll),
+        _ => None,
+    }
 }
 
 fn aborted_while_waiting() -> Fail {

@@ -362,11 +362,13 @@ impl State {
 mod line;
 mod park;
 mod pauses;
+mod turns;
 mod watcher;
 
 pub use line::*;
 pub use park::*;
 pub use pauses::*;
+pub use turns::*;
 use watcher::*;
 
 #[cfg(test)]
