@@ -10,6 +10,8 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { lock, tempDir, startChild } from './helpers.mjs'
 
 const windows = process.platform === 'win32'
@@ -115,6 +117,46 @@ describe('cross-platform', () => {
     }
     for (const cwd of cases) {
       assert.equal(workspaceLockPath(cwd), reference(cwd), `workspaceLockPath(${JSON.stringify(cwd)})`)
+    }
+  })
+
+  it('without USERPROFILE, the walk stops at the system\'s profile directory, as os.homedir() does', { skip: !windows && 'USERPROFILE is read on Windows only', timeout: 60_000 }, (t) => {
+    // A marker in the home directory itself: a walk that did not stop at the right home
+    // would take the home for the repo root.
+    const home = os.homedir()
+    const marker = path.join(home, 'package.json')
+    const placed = !fs.existsSync(marker)
+    if (placed) fs.writeFileSync(marker, '{}')
+    const cwd = fs.mkdtempSync(path.join(home, 'wl-home-'))
+    fs.mkdirSync(path.join(cwd, 'sub'))
+    const out = path.join(cwd, 'out.json')
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.toUpperCase() !== 'USERPROFILE'))
+    const index = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'index.js')
+    const script = `
+      const fs = require('node:fs'), os = require('node:os')
+      const lock = require(${JSON.stringify(index)})
+      const cwd = ${JSON.stringify(path.join(cwd, 'sub'))}
+      let lockPath, error
+      try { lockPath = lock.workspaceLockPath(cwd) } catch (e) { error = String(e) }
+      fs.writeFileSync(${JSON.stringify(out)}, JSON.stringify({ userprofile: process.env.USERPROFILE ?? null, home: os.homedir(), lockPath, error }))`
+    try {
+      // Output to a file: node.exe under Wine cannot write to a pipe.
+      const run = spawnSync(process.execPath, ['-e', script], { env, stdio: 'ignore', timeout: 50_000 })
+      assert.equal(run.status, 0, `child exited ${run.status} ${run.error ?? ''}`)
+      const seen = JSON.parse(fs.readFileSync(out, 'utf8'))
+      if (seen.userprofile !== null) {
+        // Wine sets USERPROFILE in every process it starts: there the core's cargo test
+        // `the_system_profile_directory_is_the_users_home` calls the fallback instead.
+        t.skip('USERPROFILE is set in every process here (Wine)')
+        return
+      }
+      assert.equal(seen.error, undefined)
+      assert.equal(realpathOr(seen.home), realpathOr(home), 'os.homedir() fell back to the same profile directory')
+      const hash = crypto.createHash('sha256').update(path.join(cwd, 'sub')).digest('hex')
+      assert.equal(seen.lockPath, path.join(cwd, 'sub', '.crew', 'state', 'workspace-locks', `${hash}.lock`))
+    } finally {
+      fs.rmSync(cwd, { recursive: true, force: true })
+      if (placed) fs.rmSync(marker, { force: true })
     }
   })
 

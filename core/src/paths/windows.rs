@@ -59,7 +59,7 @@ fn node_cwd() -> Result<String, LockError> {
 impl PathContext {
     pub fn for_cwd(_cwd: &str) -> Result<PathContext, LockError> {
         let process_cwd = node_cwd()?;
-        let home = win32::homedir(&getenv, &|| None)
+        let home = win32::homedir(&getenv, &crate::sys::user_profile_dir)
             .ok_or_else(|| LockError::errno(libc::ENOENT, "uv_os_homedir", Path::new("")))?;
         let tmp = win32::tmpdir(&getenv);
         Ok(PathContext {
@@ -314,6 +314,20 @@ mod tests {
         assert_eq!(split_root("\\\\srv\\share\\a"), "\\\\srv\\share\\");
         assert_eq!(split_root("\\\\srv"), "\\\\");
         assert_eq!(split_root("\\a"), "\\");
+    }
+
+    /// The home directory when `USERPROFILE` is unset comes from the system: the same
+    /// directory (Windows, and Wine, set `USERPROFILE` from it for every process).
+    #[test]
+    fn the_system_profile_directory_is_the_users_home() {
+        let profile = sys::user_profile_dir().expect("GetUserProfileDirectoryW");
+        let env = std::env::var("USERPROFILE").expect("USERPROFILE set by the system");
+        assert_eq!(profile.to_lowercase(), env.to_lowercase());
+        assert_eq!(
+            win32::homedir(&|_| None, &sys::user_profile_dir).as_deref(),
+            Some(profile.as_str()),
+            "the fallback of os.homedir() without USERPROFILE"
+        );
     }
 
     #[test]

@@ -312,6 +312,45 @@ pub fn secure_exec() -> bool {
     false
 }
 
+/// The user's profile directory from the system, as libuv's `uv_os_homedir` falls back to
+/// when `USERPROFILE` is unset: `GetUserProfileDirectoryW` for this process's token.
+pub fn user_profile_dir() -> Option<String> {
+    use std::os::windows::ffi::OsStringExt;
+    use windows_sys::Win32::Security::TOKEN_READ;
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+    use windows_sys::Win32::UI::Shell::GetUserProfileDirectoryW;
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: the pseudo-handle of this process, and an out-parameter alive for the call.
+    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_READ, &mut token) } == 0 {
+        return None;
+    }
+    // SAFETY: OpenProcessToken gave us this handle; owned (closed) from here on.
+    let token = unsafe { OwnedHandle::from_raw_handle(token as RawHandle) };
+    let mut len: u32 = 0;
+    // SAFETY: asks for the length only (a null buffer of size 0), as documented.
+    unsafe { GetUserProfileDirectoryW(handle_of(&token), std::ptr::null_mut(), &mut len) };
+    if len == 0 {
+        return None;
+    }
+    let mut buf = vec![0u16; len as usize];
+    // SAFETY: a buffer of `len` UTF-16 units, as the previous call asked for.
+    if unsafe { GetUserProfileDirectoryW(handle_of(&token), buf.as_mut_ptr(), &mut len) } == 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
+    // libuv converts with WTF-8; an unpaired surrogate becomes U+FFFD here, as elsewhere in
+    // this layer's paths.
+    Some(
+        std::ffi::OsString::from_wide(&buf[..end])
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+fn handle_of(owned: &OwnedHandle) -> HANDLE {
+    owned.as_raw_handle() as HANDLE
+}
+
 /// Fills `buf` from the system's preferred random generator.
 pub fn random_bytes(buf: &mut [u8]) -> bool {
     let Ok(len) = u32::try_from(buf.len()) else {
