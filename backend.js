@@ -17,6 +17,8 @@ const DEFAULT_TIMEOUT_MS = 2000
 const RECORD_OPTION = '__workspaceLockBackendRecord'
 
 let nextAcquisition = 1
+// Read once per process, as the file lock's record does (a syscall per acquisition saved).
+let hostName
 
 /** The backend URL in force for these options: `undefined` for the file lock. */
 function backendOf(opts) {
@@ -203,7 +205,7 @@ function makeBackend(binding, makeFileHandle) {
           workspace: key.text,
           goalId,
           pid: opts?.pid ?? process.pid,
-          host: os.hostname(),
+          host: (hostName ??= os.hostname()),
           acquiredAt: new Date().toISOString(),
           tryOnly: failFast,
           leaseMs,
