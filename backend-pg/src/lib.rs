@@ -10,8 +10,8 @@
 //! * Fencing tokens: `epoch << 40 | nextval(sequence)`, taken in the statement that wins the
 //!   lock (or the first one after a wait), so tokens strictly increase across hosts and server
 //!   restarts. The holder's row in `workspace_lock_tokens` (what busy messages and inspect
-//!   show) is written by the next statement on the session, which the acquisition does not
-//!   wait for (see [`write_holder_row`]).
+//!   show) is written by a statement pipelined right behind it, which the acquisition does
+//!   not wait for (see [`queue_holder_row`]).
 
 mod key;
 mod target;
@@ -22,8 +22,11 @@ pub use target::{BackendError, Target};
 pub use tokio;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_postgres::{Client, Statement};
@@ -90,6 +93,9 @@ struct Conn {
     unlock_stmt: Statement,
     /// This server run's epoch, shifted: the high bits of every token taken on it.
     base: i64,
+    /// The last token this session took (`base + currval` of the sequence on the server),
+    /// which the holder row's statement must see exceeded to write (see [`ROW_SQL`]).
+    last_token: AtomicI64,
     /// The pool this session returns to: its target and lease.
     pool_key: String,
 }
@@ -121,12 +127,16 @@ const TOKEN_BITS: u32 = 40;
 const FAST_SQL: &str =
     "SELECT $2::bigint + nextval('workspace_lock_token_seq') WHERE pg_try_advisory_lock($1)";
 
-/// The holder's row with its token. `ON CONFLICT DO UPDATE` works on the latest committed
-/// row. Sent while the lock is held, on the holder's session, before anything else the
-/// holder sends there (its unlock above all): rows are written in acquisition order.
+/// The holder's row with its token, pipelined right behind the statement that takes the
+/// lock: it writes only if that statement took a token, i.e. won the lock (the session's
+/// `currval` then exceeds the last token it took, `$8`; a try that failed or a wait that was
+/// cancelled leaves it). So the server writes the row right after the grant, before anything
+/// else the holder sends (its unlock above all), and rows are written in acquisition order.
+/// `ON CONFLICT DO UPDATE` works on the latest committed row.
 const ROW_SQL: &str = "INSERT INTO workspace_lock_tokens AS t \
     (key, token, goal_id, pid, host, acquired_at, workspace) \
-    VALUES ($1, $7, $2, $3, $4, $5, $6) \
+    SELECT $1, $7::bigint + currval('workspace_lock_token_seq'), $2, $3, $4, $5, $6 \
+    WHERE $7::bigint + currval('workspace_lock_token_seq') > $8 \
     ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, goal_id = EXCLUDED.goal_id, \
     pid = EXCLUDED.pid, host = EXCLUDED.host, acquired_at = EXCLUDED.acquired_at, \
     workspace = EXCLUDED.workspace";
@@ -253,7 +263,7 @@ async fn connect(target: &Target, lease: Option<Duration>) -> Result<Arc<Conn>, 
             ready.push(target.id().to_owned());
         }
     }
-    let base = if lease.is_some() {
+    let (base, last_token) = if lease.is_some() {
         let rows = client
             .simple_query(&epoch_sql())
             .await
@@ -269,14 +279,28 @@ async fn connect(target: &Target, lease: Option<Duration>) -> Result<Arc<Conn>, 
             .ok_or_else(|| {
                 BackendError::new("EBACKENDSERVER", "workspace lock backend: no epoch row")
             })?;
-        // Tokens no longer need a flush each: see TOKEN_BITS.
-        client
-            .simple_query("SET synchronous_commit = off")
+        // Tokens no longer need a flush each: see TOKEN_BITS. A first nextval defines the
+        // session's currval, which the holder row's statement reads.
+        let rows = client
+            .simple_query(
+                "SET synchronous_commit = off; SELECT nextval('workspace_lock_token_seq')",
+            )
             .await
-            .map_err(|e| target.query_error("cannot set synchronous_commit", &e))?;
-        epoch << TOKEN_BITS
+            .map_err(|e| target.query_error("cannot set up the lock session", &e))?;
+        let first = rows
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    r.get(0).and_then(|v| v.parse::<i64>().ok())
+                }
+                _ => None,
+            })
+            .ok_or_else(|| {
+                BackendError::new("EBACKENDSERVER", "workspace lock backend: no sequence row")
+            })?;
+        (epoch << TOKEN_BITS, (epoch << TOKEN_BITS) + first)
     } else {
-        0
+        (0, 0)
     };
     // Pipelined: one round trip for all four.
     let (fast_stmt, row_stmt, lock_stmt, unlock_stmt) = tokio::try_join!(
@@ -294,6 +318,7 @@ async fn connect(target: &Target, lease: Option<Duration>) -> Result<Arc<Conn>, 
         lock_stmt,
         unlock_stmt,
         base,
+        last_token: AtomicI64::new(last_token),
         pool_key: pool_key(target, lease),
     }))
 }
@@ -404,24 +429,33 @@ pub async fn acquire(
         // The lease runs from this send: the server's idle timer restarts when this
         // statement ends, which is after now.
         let sent = Instant::now();
-        match conn
-            .client
-            .query_opt(&conn.fast_stmt, &[&key, &conn.base])
-            .await
-        {
-            Ok(row) => break (conn, pooled, row.map(|r| (r, sent))),
+        let (tried, row_write) = {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&key, &conn.base];
+            let try_lock = conn.client.query_opt(&conn.fast_stmt, &params);
+            tokio::pin!(try_lock);
+            let early = start(&mut try_lock).await;
+            // Behind the try, in the same write to the socket.
+            let row_write = queue_holder_row(&conn, key, &info, &workspace);
+            match early {
+                Some(r) => (r, row_write),
+                None => (try_lock.await, row_write),
+            }
+        };
+        match tried {
+            Ok(row) => break (conn, pooled, row.map(|r| (r, sent, row_write))),
             Err(e) if pooled && !retried && session_ended(&e, &conn) => retried = true,
             // The session is dropped: a lock it may have taken goes with it.
             Err(e) => return Err(target.lost_error("taking the lock", &e, &conn.state)),
         }
     };
-    if let Some((row, sent)) = fast {
+    if let Some((row, sent, row_write)) = fast {
         note_contended(key, false);
         let token: i64 = row
             .try_get(0)
             .map_err(|e| target.query_error("reading the fencing token", &e))?;
+        conn.last_token.store(token, Ordering::SeqCst);
         let lease = Lease::start(conn, key, token, lease, sent);
-        write_holder_row(&lease, info, workspace);
+        row_write.finish(&lease);
         return Ok(Outcome::Acquired(lease));
     }
     if try_only {
@@ -433,15 +467,20 @@ pub async fn acquire(
     }
     // 2. Busy: wait in the server's queue; the same statement takes the token once granted.
     let waited_from = Instant::now();
-    let (row, sent) = loop {
+    let (row, sent, row_write) = loop {
         let waiter = conn.clone();
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&key, &waiter.base];
         let sent = Instant::now();
         let wait = waiter.client.query_one(&waiter.lock_stmt, &params);
         tokio::pin!(wait);
-        let waited = tokio::select! {
-            r = &mut wait => Some(r),
-            _ = cancel.notify.notified() => None,
+        let early = start(&mut wait).await;
+        let row_write = queue_holder_row(&conn, key, &info, &workspace);
+        let waited = match early {
+            Some(r) => Some(r),
+            None => tokio::select! {
+                r = &mut wait => Some(r),
+                _ = cancel.notify.notified() => None,
+            },
         };
         let row = match waited {
             Some(Ok(row)) => row,
@@ -469,6 +508,10 @@ pub async fn acquire(
                 return Ok(Outcome::Cancelled);
             }
         };
+        // The session's currval is this token now (the row statement's reference).
+        if let Ok(token) = row.try_get::<_, i64>(0) {
+            conn.last_token.store(token, Ordering::SeqCst);
+        }
         if cancel.cancelled() {
             if conn
                 .client
@@ -480,7 +523,7 @@ pub async fn acquire(
             }
             return Ok(Outcome::Cancelled);
         }
-        break (row, sent);
+        break (row, sent, row_write);
     };
     note_contended(
         key,
@@ -490,75 +533,105 @@ pub async fn acquire(
         .try_get(0)
         .map_err(|e| target.query_error("reading the fencing token", &e))?;
     // The lease may run from the wait's send: the server's idle timer started when the wait
-    // ended, which is after it. After a short wait that leaves most of the lease, and the
-    // holder's row (sent next, not awaited) moves the deadline on when it is answered.
+    // ended, which is after it. After a short wait that leaves most of the lease (the first
+    // heartbeat moves it on).
     if sent.elapsed() < lease / 4 {
         let lease = Lease::start(conn, key, token, lease, sent);
-        write_holder_row(&lease, info, workspace);
+        row_write.finish(&lease);
         return Ok(Outcome::Acquired(lease));
     }
-    // After a long wait, the lease runs from the send of a statement sent now, awaited: the
-    // holder's row.
+    // After a long wait, the lease runs from the send of a statement sent now and answered
+    // (an empty one, as a heartbeat).
     let sent = Instant::now();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-        &key,
-        &info.goal_id,
-        &info.pid,
-        &info.host,
-        &info.acquired_at,
-        &workspace,
-        &token,
-    ];
     conn.client
-        .execute(&conn.row_stmt, &params)
+        .simple_query("")
         .await
-        .map_err(|e| target.lost_error("recording the holder", &e, &conn.state))?;
-    Ok(Outcome::Acquired(Lease::start(
-        conn, key, token, lease, sent,
-    )))
+        .map_err(|e| target.lost_error("confirming the lock", &e, &conn.state))?;
+    let lease = Lease::start(conn, key, token, lease, sent);
+    row_write.finish(&lease);
+    Ok(Outcome::Acquired(lease))
 }
 
-/// Writes the holder's row (goal, pid, host, token: what other processes' busy messages and
-/// inspect show) on the lease's session, without making the acquisition wait for it: the
-/// statement is queued on the session before this returns, so it runs before anything the
-/// holder sends later there (heartbeat, unlock), while the lock is still held, and rows are
-/// written in acquisition order. The server shows the lock granted in `pg_locks` before the
-/// row commits either way (it did when both were one statement); this process's own busy
-/// checks wait for it. A row that cannot be written (not a lost session: the heartbeat
-/// reports that) costs the lock: the holder is named wrongly otherwise.
-fn write_holder_row(lease: &Arc<Lease>, info: HolderInfo, workspace: String) {
-    let held = lease.clone();
-    let (written, done) = tokio::sync::oneshot::channel();
-    note_pending(lease.key, done);
-    let mut write = Box::pin(async move {
-        let conn = &held.conn;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-            &held.key,
+/// Polls `fut` once, which queues its statement on the session; its output if it is done.
+async fn start<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match Pin::new(&mut *fut).poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+type RowFuture = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send>>;
+
+/// The holder's row, queued on the session right behind the statement that takes the lock,
+/// and not yet answered.
+struct RowWrite {
+    conn: Arc<Conn>,
+    write: RowFuture,
+}
+
+/// Queues the holder's row (goal, pid, host, token: what other processes' busy messages and
+/// inspect show) on `conn`, right behind the statement that takes the lock and in the same
+/// write to the socket; it writes only if that statement wins the lock (see [`ROW_SQL`]).
+/// The acquisition does not wait for its answer: the server writes it before it reads
+/// anything else the holder sends. Other processes may see the lock granted in `pg_locks` a
+/// moment before the row commits (as when both were one statement); this process's own busy
+/// checks wait for it ([`RowWrite::finish`]).
+fn queue_holder_row(conn: &Arc<Conn>, key: i64, info: &HolderInfo, workspace: &str) -> RowWrite {
+    let (on, info, workspace) = (conn.clone(), info.clone(), workspace.to_owned());
+    let last = conn.last_token.load(Ordering::SeqCst);
+    let mut write: RowFuture = Box::pin(async move {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &key,
             &info.goal_id,
             &info.pid,
             &info.host,
             &info.acquired_at,
             &workspace,
-            &held.token,
+            &on.base,
+            &last,
         ];
-        let sent = Instant::now();
-        match conn.client.execute(&conn.row_stmt, &params).await {
-            // Answered: the server's idle timer restarted after `sent`.
-            Ok(_) => held.refresh(sent),
-            Err(e) if !session_ended(&e, conn) => {
-                held.mark_lost(format!(
-                    "cannot record the holder in workspace_lock_tokens: {}",
+        on.client.execute(&on.row_stmt, &params).await
+    });
+    // The first poll queues the statement. A row future dropped unanswered (the try lost,
+    // the wait failed) leaves the session in order: the connection reads past its answer.
+    if let Some(done) = futures_util::FutureExt::now_or_never(write.as_mut()) {
+        write = Box::pin(std::future::ready(done));
+    }
+    RowWrite {
+        conn: conn.clone(),
+        write,
+    }
+}
+
+impl RowWrite {
+    /// The lock was won: sees the row's answer out on the runtime. A row that was not
+    /// written (other than on a lost session, which the heartbeat reports) costs the lock:
+    /// the holder would be named wrongly otherwise.
+    fn finish(self, lease: &Arc<Lease>) {
+        let held = lease.clone();
+        let (written, done) = tokio::sync::oneshot::channel();
+        note_pending(lease.key, done);
+        let RowWrite { conn, write } = self;
+        tokio::spawn(async move {
+            let failure = match write.await {
+                Ok(1) => None,
+                Ok(n) => Some(format!("{n} rows written")),
+                Err(e) if session_ended(&e, &conn) => None,
+                Err(e) => Some(
                     e.as_db_error()
-                        .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+                        .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+                ),
+            };
+            if let Some(why) = failure {
+                held.mark_lost(format!(
+                    "cannot record the holder in workspace_lock_tokens: {why}"
                 ));
             }
-            Err(_) => {}
-        }
-        let _ = written.send(());
-    });
-    // The first poll queues the statement on the session.
-    if futures_util::FutureExt::now_or_never(write.as_mut()).is_none() {
-        tokio::spawn(write);
+            let _ = written.send(());
+        });
     }
 }
 
