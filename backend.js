@@ -17,6 +17,8 @@ const DEFAULT_TIMEOUT_MS = 2000
 const RECORD_OPTION = '__workspaceLockBackendRecord'
 
 let nextAcquisition = 1
+// Read once per process, as the file lock's record does (a syscall per acquisition saved).
+let hostName
 
 /** The backend URL in force for these options: `undefined` for the file lock. */
 function backendOf(opts) {
@@ -44,12 +46,14 @@ function parsed(text) {
 
 // The seam between this file and a lock engine. An engine is chosen by the URL's scheme and
 // gives, natively: checkUrl(url) → {shown}, key(cwd, override) → {key, text},
-// acquire({id, url, key, workspace, goalId, pid, host, acquiredAt, tryOnly, leaseMs}) →
-// Promise of {lease, token} | {busy} | {cancelled} | {error}, cancel(id), release(lease) and
-// lost(lease) → the loss reason if any, onLost(lease, callback), and holder(url, key,
-// timeoutMs) → {holder} (all JSON text, `{error: {code, message}}` on failure). Everything
-// else here (the lockfile, the handle, the options) is the same for every engine: a second
-// engine (etcd: leases, revisions as tokens) adds a scheme and its native half.
+// setup(deliver) once, then acquire({id, url, key, workspace, goalId, pid, host, acquiredAt,
+// tryOnly, leaseMs}) → an error at once, or nothing and later deliver(id, {lease, token} |
+// {busy} | {cancelled} | {error}, false) and, if the lease is lost, deliver(lease, reason,
+// true); cancel(id), release(lease) and lost(lease) → the loss reason if any, and
+// holder(url, key, timeoutMs) → {holder} (all JSON text, `{error: {code, message}}` on
+// failure). Everything else here (the lockfile, the handle, the options) is the same for
+// every engine: a second engine (etcd: leases, revisions as tokens) adds a scheme and its
+// native half.
 const SCHEMES = { 'postgres:': 'postgres', 'postgresql:': 'postgres' }
 function engines(binding) {
   return {
@@ -57,28 +61,82 @@ function engines(binding) {
       name: 'postgres',
       checkUrl: binding.pgCheckUrl,
       key: binding.pgKey,
+      setup: binding.pgSetup,
       acquire: binding.pgAcquire,
       cancel: binding.pgCancel,
       release: binding.pgRelease,
       lost: binding.pgLost,
-      onLost: binding.pgOnLost,
       holder: binding.pgHolder,
     },
   }
 }
 
-/** The engine of a URL, with the URL checked: a malformed one fails here, before any work. */
+/** An engine's pending acquisitions and its leases' loss handlers, fed by its deliverer. */
+function connect(engine) {
+  const results = new Map()
+  const onLost = new Map()
+  // Losses delivered before their handler was set (the handler is set right after the
+  // result, which is delivered first; kept for safety, dropped on release).
+  const early = new Map()
+  engine.setup((id, text, lost) => {
+    if (!lost) {
+      const settle = results.get(id)
+      results.delete(id)
+      settle?.(text)
+      return
+    }
+    const handler = onLost.get(id)
+    if (handler === undefined) early.set(id, text)
+    else handler(text)
+  })
+  engine.acquire = ((start) => (req) =>
+    new Promise((resolve) => {
+      const failed = start(req)
+      if (failed != null) return resolve(failed)
+      results.set(req.id, resolve)
+    }))(engine.acquire)
+  engine.onLost = (lease, handler) => {
+    const reason = early.get(lease)
+    if (reason !== undefined) {
+      early.delete(lease)
+      handler(reason)
+    } else onLost.set(lease, handler)
+  }
+  engine.release = ((release) => (lease) => {
+    onLost.delete(lease)
+    early.delete(lease)
+    return release(lease)
+  })(engine.release)
+  return engine
+}
+
+/** The engine of a URL, with the URL checked: a malformed one fails here, before any work.
+ *  Remembered per URL (a URL's engine and check never change). */
 function engineFor(table, url) {
+  const checked = (table.checked ??= new Map())
+  let engine = checked.get(url)
+  if (engine === undefined) {
+    engine = checkEngine(table, url)
+    if (checked.size >= 64) checked.clear()
+    checked.set(url, engine)
+  }
+  return engine
+}
+
+function checkEngine(table, url) {
   const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(url.trim())?.[0].toLowerCase()
   const name = SCHEMES[scheme]
   if (name === undefined) {
     throw backendError({ code: 'EBACKENDURL', message: 'workspace lock backend: not a supported backend URL (expected postgres://… or postgresql://…)' })
   }
-  const engine = table[name]
+  let engine = table[name]
   if (!engine) {
     throw backendError({ code: 'EBACKENDUNAVAILABLE', message: `workspace lock backend: this build of the addon has no ${name} backend (built without the "${name}" Cargo feature${process.platform === 'win32' ? ', which Windows builds do not have yet' : ''})` })
   }
-  return { ...engine, shown: parsed(engine.checkUrl(url)).shown }
+  const shown = parsed(engine.checkUrl(url)).shown
+  // One connected engine per name; the URL adds only what is shown of it.
+  if (!engine.connected) engine = table[name] = connect({ ...engine, connected: true })
+  return { ...engine, shown }
 }
 
 // A cwd's key is derived once per process (the identity file is read, the repo root found)
@@ -147,7 +205,7 @@ function makeBackend(binding, makeFileHandle) {
           workspace: key.text,
           goalId,
           pid: opts?.pid ?? process.pid,
-          host: os.hostname(),
+          host: (hostName ??= os.hostname()),
           acquiredAt: new Date().toISOString(),
           tryOnly: failFast,
           leaseMs,

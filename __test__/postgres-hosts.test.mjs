@@ -234,4 +234,31 @@ describe('PostgreSQL backend across hosts', { skip, timeout: 300_000 }, () => {
     waiter.kill()
     await Promise.all([holder.exited, waiter.exited])
   })
+
+  it('a partition at the default lease (10 s, longer than the server\'s keep-alive probing): the holder still reports the loss before any other host gets the lock', async () => {
+    // The server's keep-alives (2 s idle, 3 probes) once ended a partitioned holder's
+    // session ~5 s after its last packet, before a 10 s lease ran out: the lock passed on at
+    // 4.6 s, the holder reported the loss at 7.1 s.
+    sharedWorkspace('part10')
+    const lease = 10_000
+    const farUrl = `postgres://${USER}:${PASSWORD}@${SERVER_ADDR}:${pg.port}/${DB}`
+    const holder = onHost(0, 'pg-holder.mjs', [(m) => path.join(m, 'part10'), 'islander', String(lease)], { netns: true, env: { WORKSPACE_LOCK_BACKEND: farUrl } })
+    await event(holder, 'acquired')
+    const waiter = onHost(1, 'pg-holder.mjs', [(m) => path.join(m, 'part10'), 'mainland', String(lease)])
+    await event(waiter, 'started')
+    await sleep(300)
+    ip('link', 'set', VETH_HOST, 'down')
+    const downAt = Date.now()
+    try {
+      const lost = await event(holder, 'lost', 20_000)
+      const got = await event(waiter, 'acquired', 20_000)
+      assert.ok(lost.t < got.t, `lost at ${lost.t - downAt} ms, lock passed on at ${got.t - downAt} ms`)
+      assert.ok(lost.t - downAt <= lease, `reported ${lost.t - downAt} ms after the link went down`)
+    } finally {
+      ip('link', 'set', VETH_HOST, 'up')
+    }
+    holder.kill()
+    waiter.kill()
+    await Promise.all([holder.exited, waiter.exited])
+  })
 })

@@ -1,12 +1,19 @@
 //! The PostgreSQL backend's binding (`workspace-lock-pg`), for `backend.js`: values cross as
 //! plain strings and numbers, results as JSON text (`{"error":{code,message}}` on failure),
 //! so that nothing here throws. Nothing runs, and no runtime starts, until one is called.
+//!
+//! Results reach JavaScript through one threadsafe function per env (`pgSetup`), not a
+//! promise per acquisition: napi-rs's deferred creates, and later closes, a threadsafe
+//! function (a libuv handle) per promise, a measurable part of an uncontended cycle.
 
 use napi::bindgen_prelude::*;
+use napi::sys;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use serde_json::{json, Value};
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use workspace_lock_pg::tokio;
@@ -29,6 +36,112 @@ fn cancels() -> &'static Mutex<HashMap<u32, Arc<Cancel>>> {
 
 fn lease(id: u32) -> Option<Arc<pg::Lease>> {
     leases().lock().ok().and_then(|m| m.get(&id).cloned())
+}
+
+/// Parsed targets by URL: parsing (and, with `sslmode=require`, loading the root
+/// certificates) once per URL, not per acquisition.
+static TARGETS: OnceLock<Mutex<HashMap<String, Target>>> = OnceLock::new();
+
+fn target_of(url: &str) -> std::result::Result<Target, BackendError> {
+    let targets = TARGETS.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(t) = targets.lock().ok().and_then(|m| m.get(url).cloned()) {
+        return Ok(t);
+    }
+    let t = Target::parse(url)?;
+    if let Ok(mut m) = targets.lock() {
+        // A process uses one or two URLs; a bound all the same.
+        if m.len() >= 64 {
+            m.clear();
+        }
+        m.insert(url.to_owned(), t.clone());
+    }
+    Ok(t)
+}
+
+/// `deliver(id, text, lost)` of backend.js: an acquisition's result (`lost` false, `id` the
+/// acquisition's), or a lease's loss (`lost` true, `id` the lease, `text` the reason). One
+/// queue for both, so a loss never overtakes the result that names its lease.
+type Deliver = ThreadsafeFunction<
+    (u32, String, bool),
+    Unknown<'static>,
+    FnArgs<(u32, String, bool)>,
+    Status,
+    false,
+    true,
+>;
+
+/// A deliverer and its count of acquisitions not yet delivered: while there are any, the
+/// (otherwise weak) threadsafe function keeps the event loop alive, as a pending promise's
+/// would. Per deliverer, so that a second copy of backend.js in the env (a test runner's
+/// fresh module registry) cannot unbalance the first one's count.
+struct Deliverer {
+    tsfn: Deliver,
+    pending: Arc<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    count: AtomicU32,
+    /// The threadsafe function, for its callback (set once it exists).
+    raw: AtomicPtr<sys::napi_threadsafe_function__>,
+}
+
+impl Pending {
+    /// Counts an acquisition in (`+1`) or out (`-1`), referencing the threadsafe function
+    /// while any is pending. On the JS thread of `env` only (so no race between the load and
+    /// the store).
+    fn count(&self, env: sys::napi_env, delta: i32) {
+        let before = self.count.load(Ordering::Relaxed);
+        let after = before.saturating_add_signed(delta);
+        self.count.store(after, Ordering::Relaxed);
+        let raw = self.raw.load(Ordering::Relaxed);
+        if raw.is_null() {
+            return;
+        }
+        // SAFETY: env is the live env of this JS thread, and raw a threadsafe function
+        // created on it and not yet released (its Deliverer is alive while it is called).
+        unsafe {
+            if before == 0 && after > 0 {
+                sys::napi_ref_threadsafe_function(env, raw);
+            } else if before > 0 && after == 0 {
+                sys::napi_unref_threadsafe_function(env, raw);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static DELIVER: RefCell<Option<Arc<Deliverer>>> = const { RefCell::new(None) };
+}
+
+/// Internal: registers backend.js's `deliver(id, text, lost)` for this env.
+#[napi(
+    js_name = "pgSetup",
+    catch_unwind,
+    ts_args_type = "deliver: (id: number, text: string, lost: boolean) => void"
+)]
+pub fn pg_setup(
+    deliver: Function<'_, FnArgs<(u32, String, bool)>, Unknown<'static>>,
+) -> Result<()> {
+    let pending = Arc::new(Pending::default());
+    let counted = pending.clone();
+    let tsfn: Deliver = deliver
+        .build_threadsafe_function::<(u32, String, bool)>()
+        .callee_handled::<false>()
+        .weak::<true>()
+        .build_callback(move |ctx| {
+            if !ctx.value.2 {
+                counted.count(ctx.env.raw(), -1);
+            }
+            // Three arguments (a bare tuple would arrive as one array).
+            Ok(FnArgs::from(ctx.value))
+        })?;
+    pending.raw.store(tsfn.raw(), Ordering::Relaxed);
+    DELIVER.with(|d| {
+        d.borrow_mut()
+            .replace(Arc::new(Deliverer { tsfn, pending }))
+    });
+    Ok(())
 }
 
 fn parse_key(key: &str) -> std::result::Result<i64, BackendError> {
@@ -69,31 +182,29 @@ pub struct PgAcquireRequest {
     pub lease_ms: u32,
 }
 
-type Resolver = Box<dyn FnOnce(Env) -> Result<String> + Send>;
-
-/// Internal: takes the lock on the server. Resolves to JSON: `{"lease":n,"token":"…"}`,
-/// `{"busy":{…holder}}`, `{"cancelled":true}` or `{"error":…}`.
-#[napi(
-    js_name = "pgAcquire",
-    catch_unwind,
-    ts_return_type = "Promise<string>"
-)]
-pub fn pg_acquire(env: &Env, req: PgAcquireRequest) -> Result<Object<'_>> {
-    let (deferred, promise) = env.create_deferred::<String, Resolver>()?;
-    let settle = move |text: String| deferred.resolve(Box::new(move |_env| Ok(text)));
+/// Internal: takes the lock on the server; `deliver(req.id, text, false)` gets the result as
+/// JSON: `{"lease":n,"token":"…"}`, `{"busy":{…holder}}`, `{"cancelled":true}` or
+/// `{"error":…}`, and later `deliver(lease, reason, true)` the lease's loss, if it is lost.
+/// Returns the error JSON at once instead when the request cannot start.
+#[napi(js_name = "pgAcquire", catch_unwind)]
+pub fn pg_acquire(env: &Env, req: PgAcquireRequest) -> Option<String> {
+    let Some(deliver) = DELIVER.with(|d| d.borrow().clone()) else {
+        return Some(error_json(&BackendError::new(
+            "EBACKENDRUNTIME",
+            "workspace lock backend: pgSetup was not called",
+        )));
+    };
     let prepared = (|| {
-        let target = Target::parse(&req.url)?;
+        let target = target_of(&req.url)?;
         let key = parse_key(&req.key)?;
         let rt = pg::runtime()?;
         Ok::<_, BackendError>((target, key, rt))
     })();
     let (target, key, rt) = match prepared {
         Ok(p) => p,
-        Err(e) => {
-            settle(error_json(&e));
-            return Ok(promise);
-        }
+        Err(e) => return Some(error_json(&e)),
     };
+    deliver.pending.count(env.raw(), 1);
     let cancel = Arc::new(Cancel::default());
     if let Ok(mut m) = cancels().lock() {
         m.insert(req.id, cancel.clone());
@@ -111,22 +222,35 @@ pub fn pg_acquire(env: &Env, req: PgAcquireRequest) -> Result<Object<'_>> {
         if let Ok(mut m) = cancels().lock() {
             m.remove(&id);
         }
+        let mut held = None;
         let text = match outcome {
             Ok(Outcome::Acquired(lease)) => {
                 let lease_id = lease.id as u32;
                 let token = lease.token;
                 if let Ok(mut m) = leases().lock() {
-                    m.insert(lease_id, lease);
+                    m.insert(lease_id, lease.clone());
                 }
-                json!({ "lease": lease_id, "token": token.to_string() }).to_string()
+                held = Some((lease_id, lease));
+                format!("{{\"lease\":{lease_id},\"token\":\"{token}\"}}")
             }
             Ok(Outcome::Busy(h)) => json!({ "busy": holder_json(&h) }).to_string(),
             Ok(Outcome::Cancelled) => json!({ "cancelled": true }).to_string(),
             Err(e) => error_json(&e),
         };
-        settle(text);
+        deliver
+            .tsfn
+            .call((id, text, false), ThreadsafeFunctionCallMode::NonBlocking);
+        // After the result: a loss found already is queued behind it.
+        if let Some((lease_id, lease)) = held {
+            lease.on_lost(Box::new(move |reason| {
+                deliver.tsfn.call(
+                    (lease_id, reason, true),
+                    ThreadsafeFunctionCallMode::NonBlocking,
+                );
+            }));
+        }
     });
-    Ok(promise)
+    None
 }
 
 fn holder_json(h: &pg::Holder) -> Value {
@@ -163,30 +287,12 @@ pub fn pg_lost(lease_id: u32) -> Option<String> {
     lease(lease_id).and_then(|l| l.lost())
 }
 
-/// Internal: calls `callback(reason)` once when the lease is lost. Does not keep the
-/// process alive.
-#[napi(js_name = "pgOnLost", catch_unwind)]
-pub fn pg_on_lost(lease_id: u32, callback: Function<String, ()>) -> Result<()> {
-    let Some(held) = lease(lease_id) else {
-        return Ok(());
-    };
-    let tsfn: ThreadsafeFunction<String, (), String, Status, false, true> = callback
-        .build_threadsafe_function::<String>()
-        .callee_handled::<false>()
-        .weak::<true>()
-        .build()?;
-    held.on_lost(Box::new(move |reason| {
-        tsfn.call(reason, ThreadsafeFunctionCallMode::NonBlocking);
-    }));
-    Ok(())
-}
-
 /// Internal, synchronous: who holds `key` on the server: `{"holder":{…}|null}` or
 /// `{"error":…}`, within `timeoutMs`.
 #[napi(js_name = "pgHolder", catch_unwind)]
 pub fn pg_holder(url: String, key: String, timeout_ms: u32) -> String {
     let run = || -> std::result::Result<Option<pg::Holder>, BackendError> {
-        let target = Target::parse(&url)?;
+        let target = target_of(&url)?;
         let key = parse_key(&key)?;
         let rt = pg::runtime()?;
         let limit = Duration::from_millis(u64::from(timeout_ms.max(1)));

@@ -7,9 +7,11 @@
 //!   the server last heard from it. The holder sends a heartbeat every `lease / 4` and counts
 //!   itself lost at `send time of its last answered heartbeat + lease - margin`, before the
 //!   server can free it (see [`Lease`]).
-//! * Fencing tokens: a row per key in `workspace_lock_tokens`, incremented by the holder
-//!   right after it wins the lock (`INSERT … ON CONFLICT DO UPDATE SET token = token + 1`),
-//!   committed, so tokens strictly increase across hosts and server restarts.
+//! * Fencing tokens: `epoch << 40 | nextval(sequence)`, taken in the statement that wins the
+//!   lock (or the first one after a wait), so tokens strictly increase across hosts and server
+//!   restarts. The holder's row in `workspace_lock_tokens` (what busy messages and inspect
+//!   show) is written by a statement pipelined right behind it, which the acquisition does
+//!   not wait for (see [`queue_holder_row`]).
 
 mod key;
 mod target;
@@ -20,8 +22,11 @@ pub use target::{BackendError, Target};
 pub use tokio;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_postgres::{Client, Statement};
@@ -73,15 +78,24 @@ impl ConnState {
     }
 }
 
-/// One server session with the statements this package runs on it.
+/// One server session with the statements this package runs on it (prepared once: a
+/// prepared statement costs the server no parse and plan per call, ~30 µs less than the same
+/// text sent as a simple query).
 struct Conn {
     client: Client,
     state: Arc<ConnState>,
-    token_stmt: Statement,
     /// Try-lock and token in one statement: the uncontended acquisition's one round trip.
     fast_stmt: Statement,
+    /// The holder's row, written after the token.
+    row_stmt: Statement,
+    /// Wait for the lock, then a token: a handoff's one round trip.
+    lock_stmt: Statement,
+    unlock_stmt: Statement,
     /// This server run's epoch, shifted: the high bits of every token taken on it.
     base: i64,
+    /// The last token this session took (`base + currval` of the sequence on the server),
+    /// which the holder row's statement must see exceeded to write (see [`ROW_SQL`]).
+    last_token: AtomicI64,
     /// The pool this session returns to: its target and lease.
     pool_key: String,
 }
@@ -107,23 +121,31 @@ const TOKEN_TABLE_SQL: &str = "CREATE UNLOGGED TABLE IF NOT EXISTS workspace_loc
 /// waits for a WAL flush of its own: lock sessions run with `synchronous_commit = off`.
 const TOKEN_BITS: u32 = 40;
 
-/// The lock if it is free, and then (same statement, only when it was taken) a token and
-/// the holder's row. `ON CONFLICT DO UPDATE` works on the latest committed row.
-const FAST_SQL: &str = "INSERT INTO workspace_lock_tokens AS t \
-    (key, token, goal_id, pid, host, acquired_at, workspace) \
-    SELECT $1, $7 + nextval('workspace_lock_token_seq'), $2, $3, $4, $5, $6 \
-    WHERE pg_try_advisory_lock($1) \
-    ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, goal_id = EXCLUDED.goal_id, \
-    pid = EXCLUDED.pid, host = EXCLUDED.host, acquired_at = EXCLUDED.acquired_at, \
-    workspace = EXCLUDED.workspace RETURNING token";
+/// The lock if it is free, and then (same statement, only when it was taken: the filter
+/// runs before the select list) a token. No row is written here: a write transaction costs
+/// the server ~50 µs more per acquisition (see [`ROW_SQL`]).
+const FAST_SQL: &str =
+    "SELECT $2::bigint + nextval('workspace_lock_token_seq') WHERE pg_try_advisory_lock($1)";
 
-/// A token and the holder's row, after waiting for the lock.
-const TOKEN_SQL: &str = "INSERT INTO workspace_lock_tokens AS t \
+/// The holder's row with its token, pipelined right behind the statement that takes the
+/// lock: it writes only if that statement took a token, i.e. won the lock (the session's
+/// `currval` then exceeds the last token it took, `$8`; a try that failed or a wait that was
+/// cancelled leaves it). So the server writes the row right after the grant, before anything
+/// else the holder sends (its unlock above all), and rows are written in acquisition order.
+/// `ON CONFLICT DO UPDATE` works on the latest committed row.
+const ROW_SQL: &str = "INSERT INTO workspace_lock_tokens AS t \
     (key, token, goal_id, pid, host, acquired_at, workspace) \
-    VALUES ($1, $7 + nextval('workspace_lock_token_seq'), $2, $3, $4, $5, $6) \
+    SELECT $1, $7::bigint + currval('workspace_lock_token_seq'), $2, $3, $4, $5, $6 \
+    WHERE $7::bigint + currval('workspace_lock_token_seq') > $8 \
     ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, goal_id = EXCLUDED.goal_id, \
     pid = EXCLUDED.pid, host = EXCLUDED.host, acquired_at = EXCLUDED.acquired_at, \
-    workspace = EXCLUDED.workspace RETURNING token";
+    workspace = EXCLUDED.workspace";
+
+/// Waits for the lock, then (the materialized CTE's row exists only once it is granted) a
+/// token, in the grant's order.
+const LOCK_SQL: &str = "WITH l AS MATERIALIZED (SELECT pg_advisory_lock($1)) \
+    SELECT $2::bigint + nextval('workspace_lock_token_seq') FROM l";
+const UNLOCK_SQL: &str = "SELECT pg_advisory_unlock($1)";
 
 /// This server run's epoch, created by the first session that finds none (serialised by a
 /// transaction-level advisory lock), committed synchronously.
@@ -219,11 +241,24 @@ fn put_pooled(conn: Arc<Conn>, enqueued: Option<tokio::sync::oneshot::Receiver<(
 /// A new session. A lock session (`lease` given) runs with `idle_session_timeout = lease`
 /// for its whole life: the server ends it, and frees its lock, when it goes quiet that long
 /// (an idle pooled session just closes, and the next acquisition opens another).
+///
+/// Nothing else may end it sooner on its own: the server's keep-alives (2 s idle and 3
+/// probes a second apart, set at connect) would end a partitioned holder's session ~5 s
+/// after its last packet, before a lease longer than that runs out and so before the holder
+/// counts its lock lost (measured with a 10 s lease: the lock passed on 4.6 s after the link
+/// went down, the holder reported the loss at 7.1 s). So a lock session's keep-alives start
+/// after `lease` of silence: they end it no sooner than `lease` + 3 s after the last packet
+/// the server received, which came after the holder sent its last answered statement.
 async fn connect(target: &Target, lease: Option<Duration>) -> Result<Arc<Conn>, BackendError> {
     let (client, state) = target.connect().await?;
     if let Some(lease) = lease {
+        // tcp_keepalives_idle counts whole seconds: rounded up.
+        let idle_s = lease.as_millis().div_ceil(1000).max(2);
         client
-            .simple_query(&format!("SET idle_session_timeout = {}", lease.as_millis()))
+            .simple_query(&format!(
+                "SET idle_session_timeout = {}; SET tcp_keepalives_idle = {idle_s}",
+                lease.as_millis()
+            ))
             .await
             .map_err(|e| target.query_error("cannot set idle_session_timeout", &e))?;
     }
@@ -241,7 +276,7 @@ async fn connect(target: &Target, lease: Option<Duration>) -> Result<Arc<Conn>, 
             ready.push(target.id().to_owned());
         }
     }
-    let base = if lease.is_some() {
+    let (base, last_token) = if lease.is_some() {
         let rows = client
             .simple_query(&epoch_sql())
             .await
@@ -257,24 +292,46 @@ async fn connect(target: &Target, lease: Option<Duration>) -> Result<Arc<Conn>, 
             .ok_or_else(|| {
                 BackendError::new("EBACKENDSERVER", "workspace lock backend: no epoch row")
             })?;
-        // Tokens no longer need a flush each: see TOKEN_BITS.
-        client
-            .simple_query("SET synchronous_commit = off")
+        // Tokens no longer need a flush each: see TOKEN_BITS. A first nextval defines the
+        // session's currval, which the holder row's statement reads.
+        let rows = client
+            .simple_query(
+                "SET synchronous_commit = off; SELECT nextval('workspace_lock_token_seq')",
+            )
             .await
-            .map_err(|e| target.query_error("cannot set synchronous_commit", &e))?;
-        epoch << TOKEN_BITS
+            .map_err(|e| target.query_error("cannot set up the lock session", &e))?;
+        let first = rows
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    r.get(0).and_then(|v| v.parse::<i64>().ok())
+                }
+                _ => None,
+            })
+            .ok_or_else(|| {
+                BackendError::new("EBACKENDSERVER", "workspace lock backend: no sequence row")
+            })?;
+        (epoch << TOKEN_BITS, (epoch << TOKEN_BITS) + first)
     } else {
-        0
+        (0, 0)
     };
-    let (token_stmt, fast_stmt) =
-        tokio::try_join!(client.prepare(TOKEN_SQL), client.prepare(FAST_SQL))
-            .map_err(|e| target.query_error("cannot prepare the token statements", &e))?;
+    // Pipelined: one round trip for all four.
+    let (fast_stmt, row_stmt, lock_stmt, unlock_stmt) = tokio::try_join!(
+        client.prepare(FAST_SQL),
+        client.prepare(ROW_SQL),
+        client.prepare(LOCK_SQL),
+        client.prepare(UNLOCK_SQL)
+    )
+    .map_err(|e| target.query_error("cannot prepare the lock statements", &e))?;
     Ok(Arc::new(Conn {
         client,
         state,
-        token_stmt,
         fast_stmt,
+        row_stmt,
+        lock_stmt,
+        unlock_stmt,
         base,
+        last_token: AtomicI64::new(last_token),
         pool_key: pool_key(target, lease),
     }))
 }
@@ -385,50 +442,61 @@ pub async fn acquire(
         // The lease runs from this send: the server's idle timer restarts when this
         // statement ends, which is after now.
         let sent = Instant::now();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-            &key,
-            &info.goal_id,
-            &info.pid,
-            &info.host,
-            &info.acquired_at,
-            &workspace,
-            &conn.base,
-        ];
-        match conn.client.query_opt(&conn.fast_stmt, &params).await {
-            Ok(row) => break (conn, pooled, row.map(|r| (r, sent))),
+        let (tried, row_write) = {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&key, &conn.base];
+            let try_lock = conn.client.query_opt(&conn.fast_stmt, &params);
+            tokio::pin!(try_lock);
+            let early = start(&mut try_lock).await;
+            // Behind the try, in the same write to the socket.
+            let row_write = queue_holder_row(&conn, key, &info, &workspace);
+            match early {
+                Some(r) => (r, row_write),
+                None => (try_lock.await, row_write),
+            }
+        };
+        match tried {
+            Ok(row) => break (conn, pooled, row.map(|r| (r, sent, row_write))),
             Err(e) if pooled && !retried && session_ended(&e, &conn) => retried = true,
             // The session is dropped: a lock it may have taken goes with it.
             Err(e) => return Err(target.lost_error("taking the lock", &e, &conn.state)),
         }
     };
-    if let Some((row, sent)) = fast {
+    if let Some((row, sent, row_write)) = fast {
         note_contended(key, false);
         let token: i64 = row
             .try_get(0)
             .map_err(|e| target.query_error("reading the fencing token", &e))?;
-        return Ok(Outcome::Acquired(Lease::start(
-            conn, key, token, lease, sent,
-        )));
+        conn.last_token.store(token, Ordering::SeqCst);
+        let lease = Lease::start(conn, key, token, lease, sent);
+        row_write.finish(&lease);
+        return Ok(Outcome::Acquired(lease));
     }
     if try_only {
+        // This process's own holder row (or unlock) still on its way is seen.
+        settled(key).await;
         let holder = holder_on(&conn.client, key).await.ok().flatten();
         put_pooled(conn, None);
         return Ok(Outcome::Busy(holder.unwrap_or_default()));
     }
-    // 2. Busy: wait in the server's queue, then take the token with a statement sent after
-    // the grant (so that its send time bounds the server's idle timer from below).
+    // 2. Busy: wait in the server's queue; the same statement takes the token once granted.
     let waited_from = Instant::now();
-    loop {
-        let sql = format!("SELECT pg_advisory_lock({key})");
+    let (row, sent, row_write) = loop {
         let waiter = conn.clone();
-        let wait = waiter.client.simple_query(&sql);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&key, &waiter.base];
+        let sent = Instant::now();
+        let wait = waiter.client.query_one(&waiter.lock_stmt, &params);
         tokio::pin!(wait);
-        let waited = tokio::select! {
-            r = &mut wait => Some(r),
-            _ = cancel.notify.notified() => None,
+        let early = start(&mut wait).await;
+        let row_write = queue_holder_row(&conn, key, &info, &workspace);
+        let waited = match early {
+            Some(r) => Some(r),
+            None => tokio::select! {
+                r = &mut wait => Some(r),
+                _ = cancel.notify.notified() => None,
+            },
         };
-        match waited {
-            Some(Ok(_)) => {}
+        let row = match waited {
+            Some(Ok(row)) => row,
             // A pooled session closed by its idle timeout just now: once more on a new one.
             Some(Err(e)) if pooled && !retried && session_ended(&e, &conn) => {
                 retried = true;
@@ -443,54 +511,141 @@ pub async fn acquire(
                 let token = conn.client.cancel_token();
                 let _ = tokio::time::timeout(Duration::from_secs(2), target.cancel(token)).await;
                 if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), &mut wait).await {
-                    let unlock = format!("SELECT pg_advisory_unlock({key})");
                     let _ = tokio::time::timeout(
                         Duration::from_secs(2),
-                        conn.client.simple_query(&unlock),
+                        conn.client.query_one(&conn.unlock_stmt, &[&key]),
                     )
                     .await;
                 }
                 // The session is not reused: its settings may have changed.
                 return Ok(Outcome::Cancelled);
             }
+        };
+        // The session's currval is this token now (the row statement's reference).
+        if let Ok(token) = row.try_get::<_, i64>(0) {
+            conn.last_token.store(token, Ordering::SeqCst);
         }
         if cancel.cancelled() {
-            let unlock = format!("SELECT pg_advisory_unlock({key})");
-            if conn.client.simple_query(&unlock).await.is_ok() {
+            if conn
+                .client
+                .query_one(&conn.unlock_stmt, &[&key])
+                .await
+                .is_ok()
+            {
                 put_pooled(conn, None);
             }
             return Ok(Outcome::Cancelled);
         }
-        break;
-    }
+        break (row, sent, row_write);
+    };
     note_contended(
         key,
         use_fast || waited_from.elapsed() > Duration::from_micros(500),
     );
-    // The lease runs from this send: the server's idle timer restarts when this statement
-    // ends, which is after now.
-    let sent = Instant::now();
-    let row = conn
-        .client
-        .query_one(
-            &conn.token_stmt,
-            &[
-                &key,
-                &info.goal_id,
-                &info.pid,
-                &info.host,
-                &info.acquired_at,
-                &workspace,
-                &conn.base,
-            ],
-        )
-        .await
-        .map_err(|e| target.lost_error("taking a fencing token", &e, &conn.state))?;
     let token: i64 = row
         .try_get(0)
         .map_err(|e| target.query_error("reading the fencing token", &e))?;
+    // The lease may run from the wait's send: the server's idle timer started when the wait
+    // ended, which is after it. After a short wait that leaves most of the lease (the first
+    // heartbeat moves it on).
+    if sent.elapsed() < lease / 4 {
+        let lease = Lease::start(conn, key, token, lease, sent);
+        row_write.finish(&lease);
+        return Ok(Outcome::Acquired(lease));
+    }
+    // After a long wait, the lease runs from the send of a statement sent now and answered
+    // (an empty one, as a heartbeat).
+    let sent = Instant::now();
+    conn.client
+        .simple_query("")
+        .await
+        .map_err(|e| target.lost_error("confirming the lock", &e, &conn.state))?;
     let lease = Lease::start(conn, key, token, lease, sent);
+    row_write.finish(&lease);
     Ok(Outcome::Acquired(lease))
+}
+
+/// Polls `fut` once, which queues its statement on the session; its output if it is done.
+async fn start<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match Pin::new(&mut *fut).poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+type RowFuture = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send>>;
+
+/// The holder's row, queued on the session right behind the statement that takes the lock,
+/// and not yet answered.
+struct RowWrite {
+    conn: Arc<Conn>,
+    write: RowFuture,
+}
+
+/// Queues the holder's row (goal, pid, host, token: what other processes' busy messages and
+/// inspect show) on `conn`, right behind the statement that takes the lock and in the same
+/// write to the socket; it writes only if that statement wins the lock (see [`ROW_SQL`]).
+/// The acquisition does not wait for its answer: the server writes it before it reads
+/// anything else the holder sends. Other processes may see the lock granted in `pg_locks` a
+/// moment before the row commits (as when both were one statement); this process's own busy
+/// checks wait for it ([`RowWrite::finish`]).
+fn queue_holder_row(conn: &Arc<Conn>, key: i64, info: &HolderInfo, workspace: &str) -> RowWrite {
+    let (on, info, workspace) = (conn.clone(), info.clone(), workspace.to_owned());
+    let last = conn.last_token.load(Ordering::SeqCst);
+    let mut write: RowFuture = Box::pin(async move {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &key,
+            &info.goal_id,
+            &info.pid,
+            &info.host,
+            &info.acquired_at,
+            &workspace,
+            &on.base,
+            &last,
+        ];
+        on.client.execute(&on.row_stmt, &params).await
+    });
+    // The first poll queues the statement. A row future dropped unanswered (the try lost,
+    // the wait failed) leaves the session in order: the connection reads past its answer.
+    if let Some(done) = futures_util::FutureExt::now_or_never(write.as_mut()) {
+        write = Box::pin(std::future::ready(done));
+    }
+    RowWrite {
+        conn: conn.clone(),
+        write,
+    }
+}
+
+impl RowWrite {
+    /// The lock was won: sees the row's answer out on the runtime. A row that was not
+    /// written (other than on a lost session, which the heartbeat reports) costs the lock:
+    /// the holder would be named wrongly otherwise.
+    fn finish(self, lease: &Arc<Lease>) {
+        let held = lease.clone();
+        let (written, done) = tokio::sync::oneshot::channel();
+        note_pending(lease.key, done);
+        let RowWrite { conn, write } = self;
+        tokio::spawn(async move {
+            let failure = match write.await {
+                Ok(1) => None,
+                Ok(n) => Some(format!("{n} rows written")),
+                Err(e) if session_ended(&e, &conn) => None,
+                Err(e) => Some(
+                    e.as_db_error()
+                        .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+                ),
+            };
+            if let Some(why) = failure {
+                held.mark_lost(format!(
+                    "cannot record the holder in workspace_lock_tokens: {why}"
+                ));
+            }
+            let _ = written.send(());
+        });
+    }
 }
 
 async fn holder_on(client: &Client, key: i64) -> Result<Option<Holder>, tokio_postgres::Error> {
@@ -511,21 +666,22 @@ async fn holder_on(client: &Client, key: i64) -> Result<Option<Holder>, tokio_po
     }))
 }
 
-/// Unlocks of this process still on their way, per key: this process's own busy checks
-/// wait for them, so that a `release()` is seen by the next check.
-static UNLOCKING: OnceLock<Mutex<HashMap<i64, Vec<tokio::sync::oneshot::Receiver<()>>>>> =
+/// Holder rows and unlocks of this process still on their way, per key: this process's own
+/// busy checks wait for them, so that an acquisition or a `release()` is seen by the next
+/// check.
+static PENDING: OnceLock<Mutex<HashMap<i64, Vec<tokio::sync::oneshot::Receiver<()>>>>> =
     OnceLock::new();
 
-fn note_unlocking(key: i64, done: tokio::sync::oneshot::Receiver<()>) {
-    if let Ok(mut m) = UNLOCKING.get_or_init(|| Mutex::new(HashMap::new())).lock() {
+fn note_pending(key: i64, done: tokio::sync::oneshot::Receiver<()>) {
+    if let Ok(mut m) = PENDING.get_or_init(|| Mutex::new(HashMap::new())).lock() {
         let list = m.entry(key).or_default();
         list.retain(|r| !r.is_terminated());
         list.push(done);
     }
 }
 
-async fn unlocked(key: i64) {
-    let pending = UNLOCKING
+async fn settled(key: i64) {
+    let pending = PENDING
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
         .ok()
@@ -541,7 +697,7 @@ static OBSERVERS: OnceLock<Mutex<HashMap<String, Arc<Conn>>>> = OnceLock::new();
 
 /// Who holds `key` now, as the server says; `None` when nobody does.
 pub async fn holder(target: &Target, key: i64) -> Result<Option<Holder>, BackendError> {
-    unlocked(key).await;
+    settled(key).await;
     let observers = OBSERVERS.get_or_init(|| Mutex::new(HashMap::new()));
     let cached = observers
         .lock()
@@ -629,6 +785,14 @@ impl Lease {
         }
     }
 
+    /// A statement sent at `sent` was answered: the server cannot free the lock before
+    /// `sent + lease`. Each answer's bound is valid alone, so the latest one is kept.
+    fn refresh(&self, sent: Instant) {
+        if let Ok(mut d) = self.deadline.lock() {
+            *d = (*d).max(sent + self.lease - margin(self.lease));
+        }
+    }
+
     fn deadline(&self) -> Instant {
         self.deadline
             .lock()
@@ -706,11 +870,7 @@ impl Lease {
             let beat = tokio::time::timeout_at(deadline.into(), self.conn.client.simple_query(""));
             tokio::select! {
                 r = beat => match r {
-                    Ok(Ok(_)) => {
-                        if let Ok(mut d) = self.deadline.lock() {
-                            *d = sent + self.lease - margin(self.lease);
-                        }
-                    }
+                    Ok(Ok(_)) => self.refresh(sent),
                     Ok(Err(e)) => {
                         let why = self.conn.state.ended().unwrap_or_else(|| e.to_string());
                         self.mark_lost(format!("session lost: {why}"));
@@ -740,10 +900,10 @@ impl Lease {
             if let Ok(rt) = runtime() {
                 let (queued, enqueued) = tokio::sync::oneshot::channel();
                 let (unlocked, done) = tokio::sync::oneshot::channel();
-                note_unlocking(key, done);
+                note_pending(key, done);
                 rt.spawn(async move {
-                    let sql = format!("SELECT pg_advisory_unlock({key})");
-                    let unlock = conn.client.simple_query(&sql);
+                    let param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&key];
+                    let unlock = conn.client.execute(&conn.unlock_stmt, &param);
                     tokio::pin!(unlock);
                     // The first poll queues the statement on the session: from then on the
                     // session may serve the next acquisition, whose statement follows it.
