@@ -23,19 +23,79 @@ fn error_json(e: &BackendError) -> String {
     json!({ "error": { "code": e.code, "message": e.message } }).to_string()
 }
 
-static LEASES: OnceLock<Mutex<HashMap<u32, Arc<pg::Lease>>>> = OnceLock::new();
-static CANCELS: OnceLock<Mutex<HashMap<u32, Arc<Cancel>>>> = OnceLock::new();
+/// Which env (JS thread: the main one or a worker's) an acquisition or a lease belongs to:
+/// when that env ends (a worker terminated), its leases are released and its acquisitions
+/// cancelled, as the file lock's are.
+type EnvTag = u64;
 
-fn leases() -> &'static Mutex<HashMap<u32, Arc<pg::Lease>>> {
-    LEASES.get_or_init(|| Mutex::new(HashMap::new()))
+/// Held leases by id, with their env.
+type Leases = HashMap<u32, (EnvTag, Arc<pg::Lease>)>;
+static LEASES: OnceLock<Mutex<Leases>> = OnceLock::new();
+/// Pending acquisitions by id, with their env.
+type Cancels = HashMap<u32, (EnvTag, Arc<Cancel>)>;
+static CANCELS: OnceLock<Mutex<Cancels>> = OnceLock::new();
+/// Envs that have not ended. Locked inside [`LEASES`] only, never the other way round.
+static LIVE_ENVS: Mutex<Vec<EnvTag>> = Mutex::new(Vec::new());
+
+fn leases() -> std::sync::MutexGuard<'static, Leases> {
+    LEASES
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
 }
 
-fn cancels() -> &'static Mutex<HashMap<u32, Arc<Cancel>>> {
-    CANCELS.get_or_init(|| Mutex::new(HashMap::new()))
+fn cancels() -> std::sync::MutexGuard<'static, Cancels> {
+    CANCELS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+fn live_envs() -> std::sync::MutexGuard<'static, Vec<EnvTag>> {
+    LIVE_ENVS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn lease(id: u32) -> Option<Arc<pg::Lease>> {
-    leases().lock().ok().and_then(|m| m.get(&id).cloned())
+    leases().get(&id).map(|(_, l)| l.clone())
+}
+
+/// Keeps a lease just won, unless its env has ended meanwhile: then it is released at once
+/// (`false`), since nothing is left to release it.
+fn keep_lease(tag: EnvTag, lease_id: u32, lease: &Arc<pg::Lease>) -> bool {
+    let mut held = leases();
+    if !live_envs().contains(&tag) {
+        drop(held);
+        let _ = lease.release();
+        return false;
+    }
+    held.insert(lease_id, (tag, lease.clone()));
+    true
+}
+
+/// Env teardown: this env's leases released, its pending acquisitions cancelled.
+unsafe extern "C" fn end_env(arg: *mut std::ffi::c_void) {
+    let tag = arg as usize as EnvTag;
+    let ended: Vec<Arc<pg::Lease>> = {
+        let mut held = leases();
+        live_envs().retain(|t| *t != tag);
+        let ids: Vec<u32> = held
+            .iter()
+            .filter(|(_, (t, _))| *t == tag)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter()
+            .filter_map(|id| held.remove(id).map(|(_, l)| l))
+            .collect()
+    };
+    for lease in ended {
+        let _ = lease.release();
+    }
+    for (t, cancel) in cancels().values() {
+        if *t == tag {
+            cancel.cancel();
+        }
+    }
+    ENV_TAG.with(|t| t.set(None));
 }
 
 /// Parsed targets by URL: parsing (and, with `sslmode=require`, loading the root
@@ -112,7 +172,11 @@ impl Pending {
 
 thread_local! {
     static DELIVER: RefCell<Option<Arc<Deliverer>>> = const { RefCell::new(None) };
+    /// This thread's env (see [`EnvTag`]), once `pgSetup` ran in it.
+    static ENV_TAG: std::cell::Cell<Option<EnvTag>> = const { std::cell::Cell::new(None) };
 }
+
+static NEXT_ENV_TAG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Internal: registers backend.js's `deliver(id, text, lost)` for this env.
 #[napi(
@@ -121,8 +185,23 @@ thread_local! {
     ts_args_type = "deliver: (id: number, text: string, lost: boolean) => void"
 )]
 pub fn pg_setup(
+    env: &Env,
     deliver: Function<'_, FnArgs<(u32, String, bool)>, Unknown<'static>>,
 ) -> Result<()> {
+    if ENV_TAG.with(|t| t.get()).is_none() {
+        let tag = NEXT_ENV_TAG.fetch_add(1, Ordering::Relaxed);
+        live_envs().push(tag);
+        ENV_TAG.with(|t| t.set(Some(tag)));
+        // SAFETY: a plain function and an integer for its argument, on this live env.
+        let status = unsafe {
+            sys::napi_add_env_cleanup_hook(env.raw(), Some(end_env), tag as usize as *mut _)
+        };
+        if status != sys::Status::napi_ok {
+            return Err(Error::from_reason(
+                "cannot register the backend's env cleanup",
+            ));
+        }
+    }
     let pending = Arc::new(Pending::default());
     let counted = pending.clone();
     let tsfn: Deliver = deliver
@@ -188,7 +267,10 @@ pub struct PgAcquireRequest {
 /// Returns the error JSON at once instead when the request cannot start.
 #[napi(js_name = "pgAcquire", catch_unwind)]
 pub fn pg_acquire(env: &Env, req: PgAcquireRequest) -> Option<String> {
-    let Some(deliver) = DELIVER.with(|d| d.borrow().clone()) else {
+    let (Some(deliver), Some(tag)) = (
+        DELIVER.with(|d| d.borrow().clone()),
+        ENV_TAG.with(|t| t.get()),
+    ) else {
         return Some(error_json(&BackendError::new(
             "EBACKENDRUNTIME",
             "workspace lock backend: pgSetup was not called",
@@ -206,9 +288,7 @@ pub fn pg_acquire(env: &Env, req: PgAcquireRequest) -> Option<String> {
     };
     deliver.pending.count(env.raw(), 1);
     let cancel = Arc::new(Cancel::default());
-    if let Ok(mut m) = cancels().lock() {
-        m.insert(req.id, cancel.clone());
-    }
+    cancels().insert(req.id, (tag, cancel.clone()));
     let info = HolderInfo {
         goal_id: req.goal_id,
         pid: req.pid as i64,
@@ -219,16 +299,14 @@ pub fn pg_acquire(env: &Env, req: PgAcquireRequest) -> Option<String> {
     let (workspace, try_only, lease_ms) = (req.workspace, req.try_only, u64::from(req.lease_ms));
     rt.spawn(async move {
         let outcome = pg::acquire(target, key, workspace, info, try_only, lease_ms, cancel).await;
-        if let Ok(mut m) = cancels().lock() {
-            m.remove(&id);
-        }
+        cancels().remove(&id);
         let mut held = None;
         let text = match outcome {
             Ok(Outcome::Acquired(lease)) => {
                 let lease_id = lease.id as u32;
                 let token = lease.token;
-                if let Ok(mut m) = leases().lock() {
-                    m.insert(lease_id, lease.clone());
+                if !keep_lease(tag, lease_id, &lease) {
+                    return; // its env has ended: nobody to tell
                 }
                 held = Some((lease_id, lease));
                 format!("{{\"lease\":{lease_id},\"token\":\"{token}\"}}")
@@ -269,7 +347,7 @@ fn holder_json(h: &pg::Holder) -> Value {
 /// Internal: aborts a pending `pgAcquire`; it then resolves `{"cancelled":true}`.
 #[napi(js_name = "pgCancel", catch_unwind)]
 pub fn pg_cancel(id: u32) {
-    if let Some(c) = cancels().lock().ok().and_then(|m| m.get(&id).cloned()) {
+    if let Some((_, c)) = cancels().get(&id).cloned() {
         c.cancel();
     }
 }
@@ -277,7 +355,7 @@ pub fn pg_cancel(id: u32) {
 /// Internal: releases a lease (idempotent); returns why it had been lost, if it had.
 #[napi(js_name = "pgRelease", catch_unwind)]
 pub fn pg_release(lease_id: u32) -> Option<String> {
-    let held = leases().lock().ok().and_then(|mut m| m.remove(&lease_id))?;
+    let held = leases().remove(&lease_id).map(|(_, l)| l)?;
     held.release()
 }
 
