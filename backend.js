@@ -131,7 +131,7 @@ function checkEngine(table, url) {
   }
   let engine = table[name]
   if (!engine) {
-    throw backendError({ code: 'EBACKENDUNAVAILABLE', message: `workspace lock backend: this build of the addon has no ${name} backend (built without the "${name}" Cargo feature${process.platform === 'win32' ? ', which Windows builds do not have yet' : ''})` })
+    throw backendError({ code: 'EBACKENDUNAVAILABLE', message: `workspace lock backend: this build of the addon has no ${name} backend (built without the "${name}" Cargo feature)` })
   }
   const shown = parsed(engine.checkUrl(url)).shown
   // One connected engine per name; the URL adds only what is shown of it.

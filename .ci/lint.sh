@@ -35,19 +35,16 @@ for target in x86_64-apple-darwin aarch64-apple-darwin x86_64-pc-windows-gnu x86
   fi
   echo "== clippy: $target"
   cargo clippy -p workspace-lock-core --all-targets --target "$target" --quiet -- -D warnings
-  case "$target" in
-    *-windows-*)
-      # Windows builds have no PostgreSQL backend (a Unix-only dependency).
-      cargo clippy -p pi-crew-workspace-lock --target "$target" --quiet -- -D warnings
-      ;;
-    *)
-      # The postgres feature's TLS stack (ring) compiles C for the target, which needs that
-      # target's C compiler (Xcode's, MSVC's): not here. Its Rust is the same on every
-      # platform, checked for the host above and for windows-gnu.
-      echo "   (binding without the postgres feature: no C compiler for $target here)"
-      cargo clippy -p pi-crew-workspace-lock --no-default-features --target "$target" --quiet -- -D warnings
-      ;;
-  esac
+  if [ "$target" = x86_64-pc-windows-gnu ] && command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1; then
+    # With the PostgreSQL backend: its TLS stack (ring) compiles C with mingw-w64.
+    cargo clippy -p workspace-lock-pg -p pi-crew-workspace-lock --all-targets --target "$target" --quiet -- -D warnings
+  else
+    # The postgres feature's TLS stack (ring) compiles C for the target, which needs that
+    # target's C compiler (Xcode's, MSVC's, mingw-w64): not here. Its Rust is the same on
+    # every platform, checked for the host above and for windows-gnu.
+    echo "   (binding without the postgres feature: no C compiler for $target here)"
+    cargo clippy -p pi-crew-workspace-lock --no-default-features --target "$target" --quiet -- -D warnings
+  fi
 done
 if [ ${#skipped[@]} -gt 0 ]; then
   echo "lint: passed, but NOT checked for: ${skipped[*]}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Windows lane: the x86_64-pc-windows-gnu build (mingw-w64) run under Wine with Node for
-# Windows from the npm registry: the core's `cargo test`, then the Node suite's
-# cross-platform part (__test__/windows.test.mjs) under `wine node.exe`.
+# Windows from the npm registry: the core's and the PostgreSQL backend's `cargo test`, then
+# the Node suite's cross-platform part (__test__/windows.test.mjs) under `wine node.exe`,
+# the backend against a real PostgreSQL server started here.
 #
 # Idempotent; the Wine prefix, Node for Windows and the ProcessPrng shim are cached under
 # ~/.cache/pi-crew-workspace-lock/windows. Missing Debian packages are installed with
@@ -98,8 +99,8 @@ mkdir -p "$STUB" && : > "$STUB/libnode.dll" && printf '!<arch>\n' > "$STUB/libno
 export LIBNODE_PATH="$STUB"
 
 start=$(date +%s)
-step "cargo test -p workspace-lock-core --target $TARGET (under wine)"
-cargo test --quiet -p workspace-lock-core --target "$TARGET" 2>&1 | tail -n 40
+step "cargo test -p workspace-lock-core -p workspace-lock-pg --target $TARGET (under wine)"
+cargo test --quiet -p workspace-lock-core -p workspace-lock-pg --target "$TARGET" 2>&1 | tail -n 40
 echo "windows lane: core tests took $(( $(date +%s) - start )) s"
 
 start=$(date +%s)
@@ -109,12 +110,38 @@ ADDON="$ROOT/target/$TARGET/release/workspace-lock.win32-x64-gnu.node"
 cp "$ROOT/target/$TARGET/release/pi_crew_workspace_lock.dll" "$ADDON"
 echo "windows lane: build took $(( $(date +%s) - start )) s"
 
+# A PostgreSQL server (this Linux host's, as the other suites start it) for the Windows
+# build's backend test: node.exe reaches it over loopback TCP. Stopped on exit.
+PG_URL_FILE="$CACHE/pg-url"
+rm -f "$PG_URL_FILE"
+PG_PID=
+if pg_why=$(node -e "import('$ROOT/__test__/pg-server.mjs').then((m) => { const w = m.unavailable(); if (w) { console.log(w); process.exit(1) } })"); then
+  step "starting PostgreSQL for the backend test"
+  node -e "
+    import('$ROOT/__test__/pg-server.mjs').then(async (m) => {
+      const pg = await m.startPostgres()
+      const stop = () => { pg.stop(); process.exit(0) }
+      process.on('SIGTERM', stop)
+      process.on('SIGINT', stop)
+      setTimeout(stop, 900_000).unref()
+      require('node:fs').writeFileSync('$PG_URL_FILE', pg.url())
+      setInterval(() => {}, 1 << 30)
+    })" &
+  PG_PID=$!
+  trap '[ -n "$PG_PID" ] && kill "$PG_PID" 2>/dev/null; wait "$PG_PID" 2>/dev/null || true' EXIT
+  for _ in $(seq 1 150); do [ -s "$PG_URL_FILE" ] && break; sleep 0.2; done
+  [ -s "$PG_URL_FILE" ] || echo "windows lane: PostgreSQL did not start: the backend test will say SKIPPED"
+else
+  echo "windows lane: no PostgreSQL here ($pg_why): the backend test will say SKIPPED"
+fi
+
 start=$(date +%s)
 step "node --test __test__/windows.test.mjs under wine node.exe ($("$NODE_DIR/bin/node.exe" --version 2>/dev/null || echo "Node $NODE_MAJOR"))"
 OUT="$CACHE/node-test.out"
 rm -f "$OUT"
 # node.exe under Wine fails writing to a pipe (EBADF): its output goes to a file.
 set +e
+WORKSPACE_LOCK_TEST_PG_URL="$(cat "$PG_URL_FILE" 2>/dev/null || true)" \
 NAPI_RS_NATIVE_LIBRARY_PATH="$(winepath -w "$ADDON" 2>/dev/null)" \
   timeout 600 wine "$NODE_DIR/bin/node.exe" --test --test-concurrency=1 --test-reporter=spec \
   "$(winepath -w "$ROOT/__test__/windows.test.mjs" 2>/dev/null)" > "$OUT" 2>&1

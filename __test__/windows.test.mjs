@@ -204,3 +204,65 @@ describe('cross-platform', () => {
     await holder.exited
   })
 })
+
+// The PostgreSQL backend from this build (on Windows: the Windows build under Wine, against
+// the Linux server .ci/windows.sh starts). WORKSPACE_LOCK_TEST_PG_URL names the server.
+describe('the PostgreSQL backend', () => {
+  const url = process.env.WORKSPACE_LOCK_TEST_PG_URL
+  const skip = !url && 'WORKSPACE_LOCK_TEST_PG_URL is not set (.ci/windows.sh starts a server and sets it)'
+
+  it('acquire, busy, failOnWorkspaceBusy, tokens strictly increasing, release', { skip, timeout: 60_000 }, async () => {
+    const cwd = workspace('xp-pg')
+    const h1 = await acquireWorkspaceLock(cwd, 'pg1', { backend: url })
+    assert.equal(typeof h1.fencingToken, 'bigint')
+    assert.equal(isWorkspaceBusy(cwd, { backend: url }), 'pg1')
+    const record = JSON.parse(fs.readFileSync(h1.lockPath, 'utf8'))
+    assert.equal(record.backend, 'postgres')
+    assert.equal(record.fencingToken, String(h1.fencingToken))
+    await assert.rejects(acquireWorkspaceLock(cwd, 'pg2', { backend: url, failOnWorkspaceBusy: true }), /^Error: workspace busy: .* held by goalId=pg1 /)
+    h1.release()
+    h1.release()
+    assert.equal(isWorkspaceBusy(cwd, { backend: url }), undefined)
+    const h2 = await acquireWorkspaceLock(cwd, 'pg2', { backend: url })
+    assert.ok(h2.fencingToken > h1.fencingToken)
+    h2.release()
+  })
+
+  it('2 processes x 50 cycles over the server: no overlap, no lost update', { skip, timeout: 180_000 }, async () => {
+    const cwd = workspace('xp-pg-mutex')
+    const counter = path.join(cwd, 'xp-counter')
+    fs.writeFileSync(counter, '0')
+    const env = { WORKSPACE_LOCK_BACKEND: url }
+    const kids = Array.from({ length: 2 }, () => startChild('xp-cycler.mjs', [cwd, 'count', '50'], { timeoutMs: 170_000, env }))
+    for (const k of kids) assert.equal(await k.nextLine(60_000), 'READY')
+    for (const k of kids) k.send('go')
+    const summaries = await Promise.all(kids.map((k) => k.nextLine(160_000).then((l) => JSON.parse(l))))
+    const exits = await Promise.all(kids.map((k) => k.exited))
+    const report = JSON.stringify({ summaries, exits, stderr: kids.map((k) => k.stderr()).filter(Boolean) })
+    for (const s of summaries) {
+      assert.equal(s.cycles, 50, report)
+      assert.equal(s.overlaps, 0, report)
+    }
+    assert.equal(fs.readFileSync(counter, 'utf8'), '100', report)
+  })
+
+  it('a holder killed while holding frees the lock on the server at once', { skip, timeout: 60_000 }, async (t) => {
+    const cwd = workspace('xp-pg-kill')
+    const holder = startChild('xp-cycler.mjs', [cwd, 'hold'], { timeoutMs: 50_000, env: { WORKSPACE_LOCK_BACKEND: url } })
+    assert.equal(await holder.nextLine(30_000), 'HELD')
+    assert.equal(isWorkspaceBusy(cwd, { backend: url }), `holder-${holder.pid}`)
+    const waiting = acquireWorkspaceLock(cwd, 'next', { backend: url })
+    await new Promise((r) => setTimeout(r, 200))
+    const killedAt = Date.now()
+    holder.kill('SIGKILL')
+    const handle = await waiting
+    const ms = Date.now() - killedAt
+    t.diagnostic(`acquired ${ms} ms after the kill`)
+    try {
+      assert.ok(ms < 1000, `acquired ${ms} ms after the kill`)
+    } finally {
+      handle.release()
+    }
+    await holder.exited
+  })
+})

@@ -3,7 +3,7 @@
 //! the pure Rust core (`workspace-lock-core`) and keeps nothing else.
 
 mod acquire;
-#[cfg(all(feature = "postgres", unix))]
+#[cfg(feature = "postgres")]
 pub mod backend_pg;
 mod handle;
 mod inspect;

@@ -7,12 +7,10 @@
 use crate::BackendError;
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use workspace_lock_core::paths::{
-    find_repo_root, resolve_lexical, workspace_lock_path, PathContext,
-};
+use workspace_lock_core::kernel_lock::random_u64;
+use workspace_lock_core::paths::{absolute_cwd, find_repo_root, workspace_lock_path, PathContext};
 
 /// A workspace's key on the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +67,7 @@ pub fn derive_key(cwd: &str, key_override: Option<&str>) -> Result<WorkspaceKey,
             )
         })?;
     let identity = identity_in(&state_dir)?;
-    let abs = resolve_lexical(&ctx.process_cwd, cwd);
+    let abs = absolute_cwd(cwd, &ctx);
     let real_cwd = fs::canonicalize(&abs).unwrap_or_else(|_| abs.clone());
     let root = find_repo_root(&abs, &ctx).map_err(fail)?;
     let relative = match root {
@@ -77,7 +75,7 @@ pub fn derive_key(cwd: &str, key_override: Option<&str>) -> Result<WorkspaceKey,
             let real_root = fs::canonicalize(&root).unwrap_or(root);
             real_cwd
                 .strip_prefix(&real_root)
-                .map(|p| p.to_string_lossy().into_owned())
+                .map(portable_relative)
                 .unwrap_or_default()
         }
         // No repo root: the crew state sits in the cwd itself.
@@ -88,6 +86,16 @@ pub fn derive_key(cwd: &str, key_override: Option<&str>) -> Result<WorkspaceKey,
         key: key_of(&text),
         text,
     })
+}
+
+/// A path relative to the repo root, with `/` between its components on every system, so
+/// that a Windows host and a Linux host sharing the workspace derive one key.
+fn portable_relative(relative: &Path) -> String {
+    relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// The file holding a crew state's identity.
@@ -102,25 +110,21 @@ fn identity_in(state_dir: &Path) -> Result<String, BackendError> {
         return Ok(id);
     }
     fs::create_dir_all(state_dir).map_err(|e| io_error("create", state_dir, &e))?;
-    let mut random = [0u8; 16];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut random))
-        .map_err(|e| io_error("read", Path::new("/dev/urandom"), &e))?;
-    let id: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    // 128 bits from the system's random generator (getrandom, getentropy, BCryptGenRandom).
+    let id = format!("{:016x}{:016x}", random_u64(), random_u64());
     let temp = state_dir.join(format!(
         ".workspace-lock.id.{}.{}",
         std::process::id(),
         &id[..8]
     ));
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&temp)
-        .and_then(|mut f| {
-            f.write_all(format!("{id}\n").as_bytes())?;
-            f.sync_all()
-        });
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
+    let written = options.open(&temp).and_then(|mut f| {
+        f.write_all(format!("{id}\n").as_bytes())?;
+        f.sync_all()
+    });
     if let Err(e) = written {
         let _ = fs::remove_file(&temp);
         return Err(io_error("write", &temp, &e));
@@ -170,26 +174,43 @@ mod tests {
         let b = base.join("b");
         let _ = fs::remove_dir_all(&base);
         let made = fs::create_dir_all(a.join("repo/.git"))
-            .and_then(|_| fs::create_dir_all(a.join("repo/sub")))
+            .and_then(|_| fs::create_dir_all(a.join("repo/sub/deep")))
             .and_then(|_| fs::create_dir_all(b.join("repo/.git")))
             .and_then(|_| fs::create_dir_all(b.join("repo/sub")));
         assert!(made.is_ok());
-        let alias = base.join("alias");
-        assert!(std::os::unix::fs::symlink(&a, &alias).is_ok());
         let key = |p: &Path| derive_key(&p.to_string_lossy(), None).map_err(|e| e.message);
         let ka = key(&a.join("repo/sub"));
+        // The same shared tree seen at another path: through a symlink on Unix; elsewhere
+        // (a symlink needs privileges on Windows) as a copy of it, the id file included.
+        let alias = base.join("alias");
+        #[cfg(unix)]
+        let aliased = std::os::unix::fs::symlink(&a, &alias);
+        #[cfg(not(unix))]
+        let aliased = fs::create_dir_all(alias.join("repo/.git"))
+            .and_then(|_| fs::create_dir_all(alias.join("repo/sub")))
+            .and_then(|_| fs::create_dir_all(alias.join("repo/.crew/state")))
+            .and_then(|_| {
+                fs::copy(
+                    identity_path(&a.join("repo/.crew/state")),
+                    identity_path(&alias.join("repo/.crew/state")),
+                )
+            });
+        assert!(aliased.is_ok(), "{aliased:?}");
         let ka_alias = key(&alias.join("repo/sub"));
         let kb = key(&b.join("repo/sub"));
         let ka_root = key(&a.join("repo"));
+        let ka_deep = key(&a.join("repo").join("sub").join("deep"));
         let _ = fs::remove_dir_all(&base);
-        let (ka, ka_alias, kb, ka_root) = match (ka, ka_alias, kb, ka_root) {
-            (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+        let (ka, ka_alias, kb, ka_root, ka_deep) = match (ka, ka_alias, kb, ka_root, ka_deep) {
+            (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
             other => panic!("{other:?}"),
         };
         assert_eq!(ka, ka_alias);
         assert_ne!(ka.key, kb.key);
         assert_ne!(ka.key, ka_root.key);
         assert!(ka.text.ends_with(":sub"));
+        // `/` between components on every system, so Windows and Unix hosts agree.
+        assert!(ka_deep.text.ends_with(":sub/deep"), "{}", ka_deep.text);
     }
 
     #[test]

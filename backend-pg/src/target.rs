@@ -92,6 +92,7 @@ impl Target {
             .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
             .map(|(h, p)| match h {
                 Host::Tcp(name) => format!("{name}:{p}"),
+                #[cfg(unix)]
                 Host::Unix(path) => format!("{}:{p}", path.display()),
             })
             .collect();

@@ -191,5 +191,18 @@ pub use walk::{crew_root, find_repo_root, open_without_symlinks};
 #[cfg(windows)]
 pub use windows::*;
 
+/// `path.resolve(cwd)` as Node computes it in this process (`path.posix`, or `path.win32`
+/// with the drive's cwd on Windows).
+pub fn absolute_cwd(cwd: &str, ctx: &PathContext) -> std::path::PathBuf {
+    #[cfg(unix)]
+    {
+        resolve_lexical(&ctx.process_cwd, cwd)
+    }
+    #[cfg(windows)]
+    {
+        std::path::PathBuf::from(ctx.resolve(cwd))
+    }
+}
+
 #[cfg(all(test, unix))]
 mod tests;

@@ -69,7 +69,7 @@ impl PathContext {
         })
     }
 
-    fn resolve(&self, p: &str) -> String {
+    pub(super) fn resolve(&self, p: &str) -> String {
         win32::resolve(&[p], text(&self.process_cwd), &drive_cwd)
     }
 }
