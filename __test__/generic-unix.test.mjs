@@ -72,4 +72,12 @@ describe('generic Unix layer on Linux', { skip: !linux && 'the generic layer is 
   it('keeps a stopped holder held, publishes only its own claims when the directory is replaced, rides out EMFILE', { timeout: 240_000 }, () => {
     assert.match(runOnGeneric(['holder-proof.test.mjs']), /^# pass 3$/m)
   })
+
+  it('never evicts a live holder under faults: clock steps, a full or read-only disk, SIGSTOP, no threads', { timeout: 240_000 }, () => {
+    const out = runOnGeneric(['faults.test.mjs'])
+    // Where faketime or mounts are missing, faults.test.mjs skips those cases and says why.
+    const count = (what) => Number(out.match(new RegExp(`^# ${what} (\\d+)$`, 'm'))?.[1])
+    assert.ok(count('pass') >= 1, out)
+    assert.equal(count('pass') + count('skipped'), count('tests'), out)
+  })
 })
