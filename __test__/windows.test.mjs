@@ -79,6 +79,15 @@ describe('cross-platform', () => {
     const record = JSON.parse(fs.readFileSync(handle.lockPath, 'utf8'))
     assert.equal(record.goalId, 'g1')
     assert.equal(record.pid, process.pid)
+    if (process.platform === 'linux') {
+      // The original's start time, from /proc.
+      assert.equal(typeof record.startTime, 'number')
+      assert.equal(record.procStart, undefined)
+    } else {
+      // No start time of the original's here; this package's own proof of the pid.
+      assert.equal(record.startTime, undefined)
+      assert.match(record.procStart, /^\d+$/)
+    }
     assert.deepEqual(reclaimStaleLocks(path.dirname(handle.lockPath)), [])
     handle.release()
     assert.equal(isWorkspaceBusy(cwd), undefined)

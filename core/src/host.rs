@@ -6,10 +6,19 @@ use std::sync::OnceLock;
 
 pub fn host_identity() -> &'static HostIdentity {
     static IDENTITY: OnceLock<HostIdentity> = OnceLock::new();
-    IDENTITY.get_or_init(|| HostIdentity {
-        hostname: sys::hostname(),
-        boot_id: sys::boot_id(),
-        pid_namespace: sys::pid_namespace(),
+    IDENTITY.get_or_init(|| {
+        let pid = crate::process_probe::own_pid();
+        HostIdentity {
+            hostname: sys::hostname(),
+            boot_id: sys::boot_id(),
+            pid_namespace: sys::pid_namespace(),
+            // Where the record's startTime says nothing (no /proc start times).
+            process: crate::process_probe::start_time_of(&pid.to_string())
+                .is_none()
+                .then(|| i32::try_from(pid).ok().and_then(sys::process_start))
+                .flatten()
+                .map(|start| (pid, start)),
+        }
     })
 }
 

@@ -239,6 +239,15 @@ pub fn enhanced_judgement(
                             return (Verdict::Live, evidence);
                         }
                     }
+                } else if let Some(recorded) = record.process_start() {
+                    // The same for this package's records where start times are not the
+                    // original's to write (macOS, Windows): its `procStart`.
+                    if let Some(current) = crate::sys::process_start(pid) {
+                        if current != recorded {
+                            return (Verdict::Stale(StaleReason::PidRecycled), evidence);
+                        }
+                        return (Verdict::Live, evidence);
+                    }
                 }
             }
         }
@@ -487,6 +496,35 @@ mod tests {
         assert_eq!(
             enhanced_verdict(&rec(r#"{"pid":1}"#), None, 0.0, 1.0),
             Verdict::Malformed
+        );
+    }
+
+    /// This package's records where start times are not the original's (macOS, Windows)
+    /// carry `procStart`: with no kernel lock to go on, a holder whose pid still runs the
+    /// same process is alive whatever its heartbeat, and a reused pid is told apart.
+    #[test]
+    fn enhanced_judge_tells_a_reused_pid_by_its_process_start() {
+        let me = host_identity();
+        let pid = std::process::id();
+        let started = crate::sys::process_start(pid as i32).expect("this process's start");
+        assert_eq!(
+            crate::sys::process_start(pid as i32),
+            Some(started),
+            "stable"
+        );
+        let ours = |start: u64| {
+            rec(&format!(
+                r#"{{"pid":{pid},"heartbeat":1000,"goalId":"g","host":{host},"pidNs":{ns},"procStart":"{start}"}}"#,
+                host = serde_json::Value::from(me.hostname.as_str()),
+                ns = serde_json::Value::from(me.pid_namespace.clone()),
+            ))
+        };
+        let judge =
+            |r: &ParsedRecord| enhanced_judgement(r, None, 1e13, 60_000.0, &PidProbes::default());
+        assert_eq!(judge(&ours(started)), (Verdict::Live, Evidence::Pid));
+        assert_eq!(
+            judge(&ours(started + 1)),
+            (Verdict::Stale(StaleReason::PidRecycled), Evidence::Pid)
         );
     }
 

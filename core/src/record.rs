@@ -13,6 +13,11 @@ pub struct HostIdentity {
     pub boot_id: Option<String>,
     /// The inode of `/proc/self/ns/pid`.
     pub pid_namespace: Option<String>,
+    /// This process: its pid, and when it started where the original's start times are
+    /// `undefined` (macOS, Windows; see `sys::process_start`). Written as `procStart` in a
+    /// record whose pid is this one, so that a pid reused by another process is told apart
+    /// there too.
+    pub process: Option<(u32, u64)>,
 }
 
 /// A file's identity: its device and inode numbers, unique among the files that exist (an
@@ -88,6 +93,15 @@ impl NewRecord {
         if let Some(ns) = &self.host.pid_namespace {
             out.push_str(",\"pidNs\":");
             out.push_str(&json_string(ns));
+        }
+        if let Some((pid, start)) = self.host.process {
+            // Only about this process (an injected `opts.pid` names another one). A string:
+            // it may exceed what a JavaScript number holds exactly.
+            if self.pid == f64::from(pid) {
+                out.push_str(",\"procStart\":\"");
+                out.push_str(&start.to_string());
+                out.push('"');
+            }
         }
         if let Some(offset) = self.owner_lock {
             out.push_str(",\"ownerLock\":");
@@ -234,6 +248,12 @@ impl ParsedRecord {
         (n >= 1.0 && n <= f64::from(i32::MAX) && n.fract() == 0.0).then_some(n as i32)
     }
 
+    /// When the writer started, as `sys::process_start` gives it (`procStart`, this
+    /// package's records on macOS and Windows).
+    pub fn process_start(&self) -> Option<u64> {
+        self.field("procStart")?.as_str()?.parse().ok()
+    }
+
     pub fn owner_lock(&self) -> Option<u64> {
         self.field("ownerLock")?.as_u64()
     }
@@ -314,6 +334,25 @@ impl ParsedRecord {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_process_start_is_written_only_about_this_process() {
+        let mut r = record(None, Some(1_000_000_000_000_123));
+        r.host.process = Some((12345, 987_654_321_012_345_678));
+        let json = r.to_json();
+        assert!(
+            json.contains(r#""pidNs":"4026531836","procStart":"987654321012345678","ownerLock":"#),
+            "{json}"
+        );
+        let parsed = ParsedRecord::parse(json.as_bytes()).expect("a record");
+        assert_eq!(parsed.process_start(), Some(987_654_321_012_345_678));
+        // An injected pid names another process: no start of ours for it.
+        r.pid = 777.0;
+        assert!(!r.to_json().contains("procStart"));
+        r.host.process = None;
+        r.pid = 12345.0;
+        assert!(!r.to_json().contains("procStart"));
+    }
+
     fn record(start_time: Option<f64>, owner_lock: Option<u64>) -> NewRecord {
         NewRecord {
             pid: 12345.0,
@@ -325,6 +364,7 @@ mod tests {
                 hostname: "box".into(),
                 boot_id: Some("b-1".into()),
                 pid_namespace: Some("4026531836".into()),
+                process: None,
             },
             owner_lock,
             owner_file: owner_lock.map(|_| FileId {

@@ -9,6 +9,26 @@ pub fn proc_stat(_pid: &str) -> Option<(char, f64)> {
     None
 }
 
+/// When a process started (`proc_pidinfo`, `PROC_PIDTBSDINFO`), in microseconds since the
+/// epoch: it changes when the pid is reused. Used by this package's own records only
+/// (`procStart`); the original's start times stay `undefined` here.
+pub fn process_start(pid: i32) -> Option<u64> {
+    // SAFETY: a zeroed plain C struct, filled by the kernel up to its size.
+    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
+    // SAFETY: a buffer of `size` bytes for this flavor, alive for the call.
+    let got = unsafe {
+        libc::proc_pidinfo(
+            pid,
+            libc::PROC_PIDTBSDINFO,
+            0,
+            (&mut info as *mut libc::proc_bsdinfo).cast(),
+            size,
+        )
+    };
+    (got == size).then(|| info.pbi_start_tvsec * 1_000_000 + info.pbi_start_tvusec)
+}
+
 pub fn state_is_dead(_state: char) -> bool {
     false
 }

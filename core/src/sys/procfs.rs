@@ -19,6 +19,12 @@ pub fn proc_stat(pid: &str) -> Option<(char, f64)> {
     Some((state, start_ticks))
 }
 
+/// When a process started, as a number that changes when its pid is reused: here its
+/// `/proc` start time in clock ticks.
+pub fn process_start(pid: i32) -> Option<u64> {
+    proc_stat(&pid.to_string()).map(|(_, ticks)| ticks as u64)
+}
+
 /// Whether a process state letter is that of a process that can hold nothing any more.
 pub fn state_is_dead(state: char) -> bool {
     state == 'Z' || state == 'X'

@@ -293,6 +293,38 @@ pub fn proc_stat(_pid: &str) -> Option<(char, f64)> {
     None
 }
 
+/// When a process started (`GetProcessTimes`' creation time, in 100 ns units since 1601):
+/// it changes when the pid is reused. Used by this package's own records only
+/// (`procStart`); the original's start times stay `undefined` here.
+pub fn process_start(pid: i32) -> Option<u64> {
+    use windows_sys::Win32::Foundation::FILETIME;
+    use windows_sys::Win32::System::Threading::GetProcessTimes;
+    let pid = u32::try_from(pid).ok()?;
+    // SAFETY: plain call; a null handle is checked below.
+    let h = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if h.is_null() {
+        return None;
+    }
+    // SAFETY: OpenProcess gave us this handle; owned (closed) from here on.
+    let h = unsafe { OwnedHandle::from_raw_handle(h as RawHandle) };
+    let zero = FILETIME {
+        dwLowDateTime: 0,
+        dwHighDateTime: 0,
+    };
+    let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
+    // SAFETY: a live process handle and four out-parameters alive for the call.
+    let ok = unsafe {
+        GetProcessTimes(
+            handle_of(&h),
+            &mut created,
+            &mut exited,
+            &mut kernel,
+            &mut user,
+        )
+    };
+    (ok != 0).then(|| (u64::from(created.dwHighDateTime) << 32) | u64::from(created.dwLowDateTime))
+}
+
 pub fn state_is_dead(_state: char) -> bool {
     false
 }

@@ -25,11 +25,15 @@ pub fn holder_watch(locks_dir: &Path, busy: &Busy, injected: bool) -> Option<Hol
     let locality = locality_of(holder);
     let provable_pid = holder.probeable_pid().filter(|pid| {
         let recorded = holder.start_time().and_then(|st| st.as_f64());
+        // Where start times are not the original's (macOS, Windows), this package's
+        // `procStart` proves the pid the same way.
+        let proven = match (recorded, holder.process_start()) {
+            (Some(_), _) => start_time_of(&pid.to_string()) == recorded,
+            (None, Some(started)) => crate::sys::process_start(*pid) == Some(started),
+            (None, None) => false,
+        };
         // Where exits cannot be watched, the byte's helper thread is the prompt way.
-        crate::sys::PID_HANDLES
-            && locality == Locality::SamePidNamespace
-            && recorded.is_some()
-            && start_time_of(&pid.to_string()) == recorded
+        crate::sys::PID_HANDLES && locality == Locality::SamePidNamespace && proven
     });
     match (holder.owner_lock(), locality) {
         (_, Locality::Elsewhere) => None,
