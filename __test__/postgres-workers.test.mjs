@@ -54,6 +54,27 @@ function keyNumber(text) {
   return JSON.parse(require('../binding.js').pgKey('', text)).key
 }
 
+/**
+ * 40 acquire/release cycles of `goalId` over the backend, each bumping `shared[1]` with a
+ * yield between its read and its write (a lost update shows while two hold) and counting
+ * holders in `shared[0]`. Self-contained: workers run it from its source.
+ */
+async function cycles(lock, cwd, goalId, url, shared) {
+  const tokens = []
+  let overlaps = 0
+  for (let i = 0; i < 40; i++) {
+    const h = await lock.acquireWorkspaceLock(cwd, goalId, { backend: url })
+    if (Atomics.add(shared, 0, 1) !== 0) overlaps++
+    tokens.push(String(h.fencingToken))
+    const n = Atomics.load(shared, 1)
+    await new Promise((r) => setImmediate(r))
+    Atomics.store(shared, 1, n + 1)
+    Atomics.sub(shared, 0, 1)
+    h.release()
+  }
+  return { tokens, overlaps }
+}
+
 async function until(what, check, ms = 5_000) {
   const end = Date.now() + ms
   for (;;) {
@@ -115,34 +136,10 @@ describe('PostgreSQL backend in worker threads', { skip, timeout: 120_000 }, () 
   it('two workers and the main thread of one process exclude each other, tokens increasing', async () => {
     const cwd = workspace('pg-worker-contend')
     const shared = new Int32Array(new SharedArrayBuffer(8))
-    const body = `
-      const shared = new Int32Array(data.buffer)
-      const tokens = []
-      let overlaps = 0
-      for (let i = 0; i < 40; i++) {
-        const h = await lock.acquireWorkspaceLock(data.cwd, 'w' + data.n, { backend: data.url })
-        if (Atomics.add(shared, 0, 1) !== 0) overlaps++
-        tokens.push(String(h.fencingToken))
-        const n = Atomics.load(shared, 1)
-        await new Promise((r) => setImmediate(r))
-        Atomics.store(shared, 1, n + 1)
-        Atomics.sub(shared, 0, 1)
-        h.release()
-      }
-      post({ tokens, overlaps })`
+    // The same cycles in each worker (its source passed along) and in this thread.
+    const body = `post(await (${cycles})(lock, data.cwd, 'w' + data.n, data.url, new Int32Array(data.buffer)))`
     const workers = [1, 2].map((n) => worker(body, { cwd, url, n, buffer: shared.buffer }))
-    const mine = []
-    let overlaps = 0
-    for (let i = 0; i < 40; i++) {
-      const h = await lock.acquireWorkspaceLock(cwd, 'main', { backend: url })
-      if (Atomics.add(shared, 0, 1) !== 0) overlaps++
-      mine.push(String(h.fencingToken))
-      const n = Atomics.load(shared, 1)
-      await new Promise((r) => setImmediate(r))
-      Atomics.store(shared, 1, n + 1)
-      Atomics.sub(shared, 0, 1)
-      h.release()
-    }
+    const { tokens: mine, overlaps } = await cycles(lock, cwd, 'main', url, shared)
     const results = await Promise.all(workers.map((w) => w.next(60_000)))
     await Promise.all(workers.map((w) => w.terminate()))
     assert.equal(overlaps + results.reduce((a, r) => a + r.overlaps, 0), 0, 'never two holders')

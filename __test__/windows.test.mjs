@@ -63,6 +63,53 @@ function workspace(label) {
   return cwd
 }
 
+/**
+ * `procs` children of xp-cycler.mjs, `cycles` acquire/release cycles each on `cwd`, with an
+ * O_EXCL witness and a shared counter in the critical section: none overlapped, no update
+ * was lost, every child exited 0. `env`: the children's (a backend URL).
+ */
+async function contend(t, cwd, procs, cycles, { timeoutMs, env = {} }) {
+  const counter = path.join(cwd, 'xp-counter')
+  fs.writeFileSync(counter, '0')
+  const kids = Array.from({ length: procs }, () => startChild('xp-cycler.mjs', [cwd, 'count', String(cycles)], { timeoutMs: timeoutMs - 20_000, env }))
+  for (const k of kids) assert.equal(await k.nextLine(60_000), 'READY')
+  const started = Date.now()
+  for (const k of kids) k.send('go')
+  const summaries = await Promise.all(kids.map((k) => k.nextLine(timeoutMs - 40_000).then((l) => JSON.parse(l))))
+  const exits = await Promise.all(kids.map((k) => k.exited))
+  const ms = Date.now() - started
+  const report = JSON.stringify({ summaries, exits, ms, stderr: kids.map((k) => k.stderr()).filter(Boolean) })
+  t.diagnostic(`${procs * cycles} cycles in ${ms} ms`)
+  for (const s of summaries) {
+    assert.equal(s.cycles, cycles, report)
+    assert.equal(s.overlaps, 0, report)
+  }
+  for (const e of exits) assert.equal(e.code, 0, report)
+  assert.equal(fs.readFileSync(counter, 'utf8'), String(procs * cycles), report)
+}
+
+/**
+ * A child holds the lock of `cwd` (on the backend at `backend`, if given); this process
+ * waits for it (with pollMs a minute away on the file lock: only the holder's death can end
+ * the wait in time), then the child is killed. The handle, how long after the kill it came,
+ * and the child's exit.
+ */
+async function takenAfterKill(t, cwd, backend) {
+  const opts = backend ? { backend } : undefined
+  const env = backend ? { WORKSPACE_LOCK_BACKEND: backend } : {}
+  const holder = startChild('xp-cycler.mjs', [cwd, 'hold'], { timeoutMs: 50_000, env })
+  assert.equal(await holder.nextLine(30_000), 'HELD')
+  assert.equal(isWorkspaceBusy(cwd, opts), `holder-${holder.pid}`)
+  const waiting = acquireWorkspaceLock(cwd, 'next', opts ?? { pollMs: 60_000 })
+  await new Promise((r) => setTimeout(r, 200))
+  const killedAt = Date.now()
+  holder.kill('SIGKILL')
+  const handle = await waiting
+  const ms = Date.now() - killedAt
+  t.diagnostic(`taken ${ms} ms after the kill`)
+  return { handle, ms, exited: holder.exited }
+}
+
 describe('cross-platform', () => {
   it('defaultStartTimeResolver gives undefined where there is no /proc', () => {
     const got = defaultStartTimeResolver(process.pid)
@@ -171,46 +218,21 @@ describe('cross-platform', () => {
 
   it('4 processes x 200 cycles: no overlap, no lost update', { timeout: 240_000 }, async (t) => {
     const cwd = workspace('xp-mutex')
-    const counter = path.join(cwd, 'xp-counter')
-    fs.writeFileSync(counter, '0')
-    const kids = Array.from({ length: 4 }, () => startChild('xp-cycler.mjs', [cwd, 'count', '200'], { timeoutMs: 220_000 }))
-    for (const k of kids) assert.equal(await k.nextLine(60_000), 'READY')
-    const started = Date.now()
-    for (const k of kids) k.send('go')
-    const summaries = await Promise.all(kids.map((k) => k.nextLine(200_000).then((l) => JSON.parse(l))))
-    const exits = await Promise.all(kids.map((k) => k.exited))
-    const ms = Date.now() - started
-    const report = JSON.stringify({ summaries, exits, ms, stderr: kids.map((k) => k.stderr()).filter(Boolean) })
-    t.diagnostic(`800 cycles in ${ms} ms`)
-    for (const s of summaries) {
-      assert.equal(s.cycles, 200, report)
-      assert.equal(s.overlaps, 0, report)
-    }
-    for (const e of exits) assert.equal(e.code, 0, report)
-    assert.equal(fs.readFileSync(counter, 'utf8'), '800', report)
+    await contend(t, cwd, 4, 200, { timeoutMs: 240_000 })
     assert.equal(isWorkspaceBusy(cwd), undefined)
   })
 
   it('a holder killed while holding (TerminateProcess on Windows) is recovered at once', { timeout: 60_000 }, async (t) => {
     const cwd = workspace('xp-kill')
-    const holder = startChild('xp-cycler.mjs', [cwd, 'hold'], { timeoutMs: 50_000 })
-    assert.equal(await holder.nextLine(30_000), 'HELD')
-    assert.equal(isWorkspaceBusy(cwd), `holder-${holder.pid}`)
     // A waiter in this process, with a fallback far away: only the holder's death wakes it.
-    const waiting = acquireWorkspaceLock(cwd, 'next', { pollMs: 60_000 })
-    await new Promise((r) => setTimeout(r, 200))
-    const killedAt = Date.now()
-    holder.kill('SIGKILL')
-    const handle = await waiting
-    const ms = Date.now() - killedAt
-    t.diagnostic(`recovered ${ms} ms after the kill`)
+    const { handle, ms, exited } = await takenAfterKill(t, cwd)
     try {
       assert.ok(ms < 1000, `recovered ${ms} ms after the kill`)
       assert.equal(isWorkspaceBusy(cwd), 'next')
     } finally {
       handle.release()
     }
-    await holder.exited
+    await exited
   })
 })
 
@@ -237,41 +259,17 @@ describe('the PostgreSQL backend', () => {
     h2.release()
   })
 
-  it('2 processes x 50 cycles over the server: no overlap, no lost update', { skip, timeout: 180_000 }, async () => {
-    const cwd = workspace('xp-pg-mutex')
-    const counter = path.join(cwd, 'xp-counter')
-    fs.writeFileSync(counter, '0')
-    const env = { WORKSPACE_LOCK_BACKEND: url }
-    const kids = Array.from({ length: 2 }, () => startChild('xp-cycler.mjs', [cwd, 'count', '50'], { timeoutMs: 170_000, env }))
-    for (const k of kids) assert.equal(await k.nextLine(60_000), 'READY')
-    for (const k of kids) k.send('go')
-    const summaries = await Promise.all(kids.map((k) => k.nextLine(160_000).then((l) => JSON.parse(l))))
-    const exits = await Promise.all(kids.map((k) => k.exited))
-    const report = JSON.stringify({ summaries, exits, stderr: kids.map((k) => k.stderr()).filter(Boolean) })
-    for (const s of summaries) {
-      assert.equal(s.cycles, 50, report)
-      assert.equal(s.overlaps, 0, report)
-    }
-    assert.equal(fs.readFileSync(counter, 'utf8'), '100', report)
+  it('2 processes x 50 cycles over the server: no overlap, no lost update', { skip, timeout: 180_000 }, async (t) => {
+    await contend(t, workspace('xp-pg-mutex'), 2, 50, { timeoutMs: 180_000, env: { WORKSPACE_LOCK_BACKEND: url } })
   })
 
   it('a holder killed while holding frees the lock on the server at once', { skip, timeout: 60_000 }, async (t) => {
-    const cwd = workspace('xp-pg-kill')
-    const holder = startChild('xp-cycler.mjs', [cwd, 'hold'], { timeoutMs: 50_000, env: { WORKSPACE_LOCK_BACKEND: url } })
-    assert.equal(await holder.nextLine(30_000), 'HELD')
-    assert.equal(isWorkspaceBusy(cwd, { backend: url }), `holder-${holder.pid}`)
-    const waiting = acquireWorkspaceLock(cwd, 'next', { backend: url })
-    await new Promise((r) => setTimeout(r, 200))
-    const killedAt = Date.now()
-    holder.kill('SIGKILL')
-    const handle = await waiting
-    const ms = Date.now() - killedAt
-    t.diagnostic(`acquired ${ms} ms after the kill`)
+    const { handle, ms, exited } = await takenAfterKill(t, workspace('xp-pg-kill'), url)
     try {
       assert.ok(ms < 1000, `acquired ${ms} ms after the kill`)
     } finally {
       handle.release()
     }
-    await holder.exited
+    await exited
   })
 })

@@ -18,6 +18,7 @@ mod target;
 mod tls;
 
 pub use key::{derive_key, WorkspaceKey};
+use target::first_value;
 pub use target::{BackendError, Target};
 pub use tokio;
 
@@ -281,17 +282,9 @@ async fn connect(target: &Target, lease: Option<Duration>) -> Result<Arc<Conn>, 
             .simple_query(&epoch_sql())
             .await
             .map_err(|e| target.query_error("cannot read the server's epoch", &e))?;
-        let epoch = rows
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => {
-                    r.get(0).and_then(|v| v.parse::<i64>().ok())
-                }
-                _ => None,
-            })
-            .ok_or_else(|| {
-                BackendError::new("EBACKENDSERVER", "workspace lock backend: no epoch row")
-            })?;
+        let epoch = first_value::<i64>(&rows).ok_or_else(|| {
+            BackendError::new("EBACKENDSERVER", "workspace lock backend: no epoch row")
+        })?;
         // Tokens no longer need a flush each: see TOKEN_BITS. A first nextval defines the
         // session's currval, which the holder row's statement reads.
         let rows = client
@@ -300,17 +293,9 @@ async fn connect(target: &Target, lease: Option<Duration>) -> Result<Arc<Conn>, 
             )
             .await
             .map_err(|e| target.query_error("cannot set up the lock session", &e))?;
-        let first = rows
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => {
-                    r.get(0).and_then(|v| v.parse::<i64>().ok())
-                }
-                _ => None,
-            })
-            .ok_or_else(|| {
-                BackendError::new("EBACKENDSERVER", "workspace lock backend: no sequence row")
-            })?;
+        let first = first_value::<i64>(&rows).ok_or_else(|| {
+            BackendError::new("EBACKENDSERVER", "workspace lock backend: no sequence row")
+        })?;
         (epoch << TOKEN_BITS, (epoch << TOKEN_BITS) + first)
     } else {
         (0, 0)

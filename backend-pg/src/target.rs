@@ -173,12 +173,7 @@ impl Target {
             .simple_query("SHOW server_version_num")
             .await
             .map_err(|e| self.query_error("cannot read the server version", &e))?;
-        let num = version.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => {
-                r.get(0).and_then(|v| v.parse::<u32>().ok())
-            }
-            _ => None,
-        });
+        let num = first_value::<u32>(&version);
         if num.is_some_and(|n| n < 140_000) {
             return Err(BackendError::new(
                 "EBACKENDSERVER",
@@ -377,6 +372,16 @@ fn describe(e: &tokio_postgres::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The first column of the first row a simple query returned, parsed.
+pub(crate) fn first_value<T: std::str::FromStr>(
+    messages: &[tokio_postgres::SimpleQueryMessage],
+) -> Option<T> {
+    messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -60,34 +60,39 @@ mod pipe_notifier;
 #[cfg(all(target_os = "linux", feature = "generic-unix"))]
 pub use pipe_notifier::*;
 
-/// Where the locks of one locks directory live: a file whose bytes are locked.
+/// Where the locks live on Linux and Windows: the bytes of one owner file (the generic Unix
+/// layer has its own, in `generic`).
 #[cfg(not(all(unix, any(not(target_os = "linux"), feature = "generic-unix"))))]
-pub const OWNERS_NAME: &str = ".owners";
+mod owner_file {
+    use super::{checked_open, nofollow_options};
 
-/// What an owner handle holds besides its file: nothing, the locks are on the file's bytes.
-#[cfg(not(all(unix, any(not(target_os = "linux"), feature = "generic-unix"))))]
-#[derive(Debug, Default)]
-pub struct HeldBytes {}
+    /// Where the locks of one locks directory live: a file whose bytes are locked.
+    pub const OWNERS_NAME: &str = ".owners";
 
-/// Opens (creating if asked) the owner file at `path`, for writing if asked.
-#[cfg(not(all(unix, any(not(target_os = "linux"), feature = "generic-unix"))))]
-pub fn open_owners(
-    path: &std::path::Path,
-    create: bool,
-    write: bool,
-) -> std::io::Result<std::fs::File> {
-    let mut options = nofollow_options(0);
-    options.read(true).write(write).create(create);
-    checked_open(&options, path)
+    /// What an owner handle holds besides its file: nothing, the locks are on the file's
+    /// bytes.
+    #[derive(Debug, Default)]
+    pub struct HeldBytes {}
+
+    /// Opens (creating if asked) the owner file at `path`, for writing if asked.
+    pub fn open_owners(
+        path: &std::path::Path,
+        create: bool,
+        write: bool,
+    ) -> std::io::Result<std::fs::File> {
+        let mut options = nofollow_options(0);
+        options.read(true).write(write).create(create);
+        checked_open(&options, path)
+    }
+
+    /// Before an owner handle closes: nothing to do, closing frees its bytes.
+    pub fn release_held_bytes(_owners: &std::fs::File, _held: &HeldBytes) {}
+
+    /// Nothing to sweep: a dead holder's byte leaves nothing behind.
+    pub fn sweep_dead_bytes(_owners: &std::fs::File, _path: &std::path::Path) {}
 }
-
-/// Before an owner handle closes: nothing to do, closing frees its bytes.
 #[cfg(not(all(unix, any(not(target_os = "linux"), feature = "generic-unix"))))]
-pub fn release_held_bytes(_owners: &std::fs::File, _held: &HeldBytes) {}
-
-/// Nothing to sweep: a dead holder's byte leaves nothing behind.
-#[cfg(not(all(unix, any(not(target_os = "linux"), feature = "generic-unix"))))]
-pub fn sweep_dead_bytes(_owners: &std::fs::File, _path: &std::path::Path) {}
+pub use owner_file::*;
 
 #[cfg(target_os = "linux")]
 mod procfs;

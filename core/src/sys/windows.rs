@@ -68,8 +68,9 @@ pub const FLAGS_RDWR_CREATE: i32 = 0;
 /// to follow a reparse point answers when it finds one.
 const REFUSED_REPARSE_POINT: i32 = ERROR_CANT_RESOLVE_FILENAME as i32;
 
-fn handle(file: &File) -> HANDLE {
-    file.as_raw_handle() as HANDLE
+/// The raw handle of an open file or an owned handle, for a Win32 call.
+fn handle(owned: &impl AsRawHandle) -> HANDLE {
+    owned.as_raw_handle() as HANDLE
 }
 
 fn overlapped_at(offset: u64) -> OVERLAPPED {
@@ -315,7 +316,7 @@ pub fn process_start(pid: i32) -> Option<u64> {
     // SAFETY: a live process handle and four out-parameters alive for the call.
     let ok = unsafe {
         GetProcessTimes(
-            handle_of(&h),
+            handle(&h),
             &mut created,
             &mut exited,
             &mut kernel,
@@ -360,13 +361,13 @@ pub fn user_profile_dir() -> Option<String> {
     let token = unsafe { OwnedHandle::from_raw_handle(token as RawHandle) };
     let mut len: u32 = 0;
     // SAFETY: asks for the length only (a null buffer of size 0), as documented.
-    unsafe { GetUserProfileDirectoryW(handle_of(&token), std::ptr::null_mut(), &mut len) };
+    unsafe { GetUserProfileDirectoryW(handle(&token), std::ptr::null_mut(), &mut len) };
     if len == 0 {
         return None;
     }
     let mut buf = vec![0u16; len as usize];
     // SAFETY: a buffer of `len` UTF-16 units, as the previous call asked for.
-    if unsafe { GetUserProfileDirectoryW(handle_of(&token), buf.as_mut_ptr(), &mut len) } == 0 {
+    if unsafe { GetUserProfileDirectoryW(handle(&token), buf.as_mut_ptr(), &mut len) } == 0 {
         return None;
     }
     let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
@@ -377,10 +378,6 @@ pub fn user_profile_dir() -> Option<String> {
             .to_string_lossy()
             .into_owned(),
     )
-}
-
-fn handle_of(owned: &OwnedHandle) -> HANDLE {
-    owned.as_raw_handle() as HANDLE
 }
 
 /// Fills `buf` from the system's preferred random generator.
