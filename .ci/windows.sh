@@ -111,9 +111,12 @@ cp "$ROOT/target/$TARGET/release/pi_crew_workspace_lock.dll" "$ADDON"
 echo "windows lane: build took $(( $(date +%s) - start )) s"
 
 # A PostgreSQL server (this Linux host's, as the other suites start it) for the Windows
-# build's backend test: node.exe reaches it over loopback TCP. Stopped on exit.
+# build's backend test: node.exe reaches it over loopback TCP. Stopped on exit. Beside it a
+# control directory (pg-server.mjs serveControl) for what node.exe cannot do under Wine: a
+# server restart, and SQL as the superuser.
 PG_URL_FILE="$CACHE/pg-url"
-rm -f "$PG_URL_FILE"
+PG_CONTROL_DIR="$CACHE/pg-control.d"
+rm -rf "$PG_URL_FILE" "$PG_CONTROL_DIR"
 PG_PID=
 if pg_why=$(node -e "import('$ROOT/__test__/pg-server.mjs').then((m) => { const w = m.unavailable(); if (w) { console.log(w); process.exit(1) } })"); then
   step "starting PostgreSQL for the backend test"
@@ -124,6 +127,7 @@ if pg_why=$(node -e "import('$ROOT/__test__/pg-server.mjs').then((m) => { const 
       process.on('SIGTERM', stop)
       process.on('SIGINT', stop)
       setTimeout(stop, 900_000).unref()
+      m.serveControl(pg, '$PG_CONTROL_DIR')
       require('node:fs').writeFileSync('$PG_URL_FILE', pg.url())
       setInterval(() => {}, 1 << 30)
     })" &
@@ -142,6 +146,7 @@ rm -f "$OUT"
 # node.exe under Wine fails writing to a pipe (EBADF): its output goes to a file.
 set +e
 WORKSPACE_LOCK_TEST_PG_URL="$(cat "$PG_URL_FILE" 2>/dev/null || true)" \
+WORKSPACE_LOCK_TEST_PG_CONTROL="$([ -s "$PG_URL_FILE" ] && winepath -w "$PG_CONTROL_DIR" 2>/dev/null || true)" \
 NAPI_RS_NATIVE_LIBRARY_PATH="$(winepath -w "$ADDON" 2>/dev/null)" \
   timeout 600 wine "$NODE_DIR/bin/node.exe" --test --test-concurrency=1 --test-reporter=spec \
   "$(winepath -w "$ROOT/__test__/windows.test.mjs" 2>/dev/null)" > "$OUT" 2>&1

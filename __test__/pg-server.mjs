@@ -15,7 +15,7 @@ export const DB = 'wl_locks'
 /** Why the machine cannot run the server, or `undefined` when it can. */
 export function unavailable() {
   if (!fs.existsSync(path.join(PG_BIN, 'initdb'))) return `no PostgreSQL binaries in ${PG_BIN} (apt-get install postgresql-15)`
-  if (process.getuid() === 0 && spawnSync('id', ['postgres']).status !== 0) return 'running as root without a postgres user'
+  if (process.getuid?.() === 0 && spawnSync('id', ['postgres']).status !== 0) return 'running as root without a postgres user'
   return undefined
 }
 
@@ -30,7 +30,7 @@ export async function freePort() {
   })
 }
 
-const asRoot = process.getuid() === 0
+const asRoot = process.getuid?.() === 0
 
 function runAsPg(cmd, args, opts = {}) {
   const [file, argv] = asRoot ? ['setpriv', ['--reuid=postgres', '--regid=postgres', '--init-groups', cmd, ...args]] : [cmd, args]
@@ -108,4 +108,53 @@ export function advisoryLocks(server, key) {
   const classid = u >> 32n
   const objid = u & 0xffffffffn
   return server.psql(`select count(*) from pg_locks where locktype = 'advisory' and classid = ${classid} and objid = ${objid} and objsubid = 1`)
+}
+
+// A server's control through a directory, for a client that cannot run pg_ctl or psql
+// itself (node.exe under Wine: Linux programs are out of its reach, and its TCP connects
+// through libuv fail there). A request is a file `<id>.req` holding {what, body}; the answer
+// `<id>.res` holds {ok, text}. `what`: "restart" (pg_ctl restart -m fast) or "psql" (the
+// body run as the superuser). Both sides write under a temporary name, then rename.
+
+/** Serves requests in `dir` for `server` until the process ends. */
+export function serveControl(server, dir) {
+  fs.mkdirSync(dir, { recursive: true })
+  const timer = setInterval(() => {
+    for (const name of fs.readdirSync(dir)) {
+      if (!name.endsWith('.req')) continue
+      const id = name.slice(0, -4)
+      let answer
+      try {
+        const { what, body } = JSON.parse(fs.readFileSync(path.join(dir, name), 'utf8'))
+        if (what === 'restart') answer = { ok: true, text: String(server.restart() ?? '') }
+        else if (what === 'psql') answer = { ok: true, text: server.psql(body) }
+        else answer = { ok: false, text: `no such control: ${what}` }
+      } catch (err) {
+        answer = { ok: false, text: String(err.stderr ?? err.message) }
+      }
+      fs.rmSync(path.join(dir, name), { force: true })
+      fs.writeFileSync(path.join(dir, `${id}.tmp`), JSON.stringify(answer))
+      fs.renameSync(path.join(dir, `${id}.tmp`), path.join(dir, `${id}.res`))
+    }
+  }, 20)
+  return () => clearInterval(timer)
+}
+
+let controlSeq = 0
+
+/** Asks the server controlled through `dir`; its answer's text, or an error. */
+export async function controlRequest(dir, what, body = '', timeoutMs = 60_000) {
+  const id = `${process.pid}-${Date.now()}-${controlSeq++}`
+  fs.writeFileSync(path.join(dir, `${id}.part`), JSON.stringify({ what, body }))
+  fs.renameSync(path.join(dir, `${id}.part`), path.join(dir, `${id}.req`))
+  const res = path.join(dir, `${id}.res`)
+  const until = Date.now() + timeoutMs
+  while (!fs.existsSync(res)) {
+    if (Date.now() > until) throw new Error(`control ${what}: no answer in ${timeoutMs} ms`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  const { ok, text } = JSON.parse(fs.readFileSync(res, 'utf8'))
+  fs.rmSync(res, { force: true })
+  if (!ok) throw new Error(`control ${what}: ${text}`)
+  return text.trim()
 }

@@ -12,9 +12,12 @@ import os from 'node:os'
 import path from 'node:path'
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { createRequire } from 'node:module'
 import { lock, tempDir, startChild } from './helpers.mjs'
+import { controlRequest } from './pg-server.mjs'
 
 const windows = process.platform === 'win32'
+const binding = createRequire(import.meta.url)('../binding.js')
 const { acquireWorkspaceLock, isWorkspaceBusy, workspaceLockPath, reclaimStaleLocks, defaultStartTimeResolver } = lock
 
 const MARKERS = ['.git', '.pi', '.crew', '.hg', '.svn', '.factory', '.omc', 'package.json', 'pyproject.toml',
@@ -271,5 +274,65 @@ describe('the PostgreSQL backend', () => {
       handle.release()
     }
     await exited
+  })
+
+  // The server's side, through the control directory .ci/windows.sh serves beside it
+  // (pg_ctl and psql are Linux programs, out of node.exe's reach under Wine).
+  const controlDir = process.env.WORKSPACE_LOCK_TEST_PG_CONTROL
+  const noControl = skip || (!controlDir && 'WORKSPACE_LOCK_TEST_PG_CONTROL is not set (.ci/windows.sh serves the control directory)')
+  const control = (what, body) => controlRequest(controlDir, what, body)
+
+  /** A holder whose losses are recorded, and the advisory lock key its workspace has. */
+  async function lossWatched(cwd, goalId) {
+    const losses = []
+    const handle = await acquireWorkspaceLock(cwd, goalId, { backend: url, onCompromised: (e) => losses.push(e) })
+    const key = BigInt.asUintN(64, BigInt(JSON.parse(binding.pgKey('', lock.inspectWorkspaceLock(cwd, { backend: url }).backend.key)).key))
+    return { handle, losses, grantedSql: `from pg_locks where locktype = 'advisory' and granted and objsubid = 1 and classid = ${key >> 32n} and objid = ${key & 0xffffffffn}` }
+  }
+
+  /** Waits up to `ms` for a loss; how long after `since` it was known. */
+  async function lossWithin(losses, since, ms) {
+    while (losses.length === 0 && Date.now() - since < ms) await new Promise((r) => setTimeout(r, 10))
+    return Date.now() - since
+  }
+
+  it('a session terminated by an administrator: the holder is told at once, its lockfile goes, the lock is taken again with a larger token', { skip: noControl, timeout: 60_000 }, async (t) => {
+    const cwd = workspace('xp-pg-terminated')
+    const { handle, losses, grantedSql } = await lossWatched(cwd, 'victim')
+    const asked = Date.now()
+    assert.equal(await control('psql', `select count(pg_terminate_backend(pid)) ${grantedSql}`), '1')
+    const ms = await lossWithin(losses, asked, 5000)
+    t.diagnostic(`loss known ${ms} ms after the termination was asked for`)
+    assert.equal(losses.length, 1, 'onCompromised called once')
+    assert.equal(losses[0].code, 'ECOMPROMISED')
+    assert.match(losses[0].message, /^workspace lock compromised for goal victim \(cwd=.*\): session lost: /)
+    assert.ok(ms < 2000, `told ${ms} ms after`)
+    assert.equal(handle.compromised, true)
+    assert.equal(fs.existsSync(handle.lockPath), false, 'the lockfile went with the lock')
+    assert.equal(await control('psql', `select count(*) ${grantedSql}`), '0', 'it never took the lock again by itself')
+    handle.release()
+    assert.equal(losses.length, 1, 'and not again by release()')
+    const next = await acquireWorkspaceLock(cwd, 'next', { backend: url })
+    assert.ok(next.fencingToken > handle.fencingToken)
+    next.release()
+  })
+
+  it('a server restart (pg_ctl restart -m fast): the holder is told, its release leaves the next holder alone, tokens keep increasing', { skip: noControl, timeout: 120_000 }, async (t) => {
+    const cwd = workspace('xp-pg-restart')
+    const { handle, losses } = await lossWatched(cwd, 'before')
+    const asked = Date.now()
+    await control('restart')
+    const ms = await lossWithin(losses, asked, 30_000)
+    t.diagnostic(`loss known ${ms} ms after the restart was asked for`)
+    assert.equal(losses.length, 1, 'onCompromised called once')
+    assert.match(losses[0].message, /: session lost: /)
+    assert.equal(handle.compromised, true)
+    const next = await acquireWorkspaceLock(cwd, 'after', { backend: url })
+    assert.ok(next.fencingToken > handle.fencingToken, `${next.fencingToken} > ${handle.fencingToken}`)
+    handle.release()
+    assert.equal(isWorkspaceBusy(cwd, { backend: url }), 'after', 'the old holder\'s release left the new one alone')
+    assert.equal(JSON.parse(fs.readFileSync(next.lockPath, 'utf8')).goalId, 'after')
+    next.release()
+    assert.equal(losses.length, 1)
   })
 })
