@@ -91,20 +91,24 @@ impl Target {
             .iter()
             .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
             .map(|(h, p)| match h {
-                Host::Tcp(name) => format!("{name}:{p}"),
+                // An IPv6 address in brackets, as in the URL.
+                Host::Tcp(name) if name.contains(':') => format!("[{name}]:{p}"),
+                Host::Tcp(name) => format!("{}:{p}", url_encoded(name)),
                 #[cfg(unix)]
-                Host::Unix(path) => format!("{}:{p}", path.display()),
+                Host::Unix(path) => format!("{}:{p}", url_encoded(&path.to_string_lossy())),
             })
             .collect();
+        // A URL again (a socket directory percent-encoded, as libpq reads it), so that
+        // what messages and records show can be pasted back, less the password.
         let shown = format!(
             "postgres://{}{}/{}",
             if user.is_empty() {
                 String::new()
             } else {
-                format!("{user}@")
+                format!("{}@", url_encoded(user))
             },
             hosts.join(","),
-            config.get_dbname().unwrap_or(user)
+            url_encoded(config.get_dbname().unwrap_or(user))
         );
         Ok(Target {
             config,
@@ -384,6 +388,19 @@ pub(crate) fn first_value<T: std::str::FromStr>(
     })
 }
 
+/// `text` with everything but URL-unreserved characters percent-encoded.
+fn url_encoded(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,6 +412,34 @@ mod tests {
             .unwrap_or_else(|m| panic!("{m}"));
         assert_eq!(t.shown(), "postgres://alice@db.example:6543/locks");
         assert!(!t.shown().contains("s3cret"));
+    }
+
+    #[test]
+    fn shown_targets_are_urls_that_parse_back_to_the_same_place() {
+        for (url, shown) in [
+            (
+                "postgres://tester:pw@[::1]:5499/postgres",
+                "postgres://tester@[::1]:5499/postgres",
+            ),
+            (
+                "postgresql://me%40corp@h/my%20db",
+                "postgres://me%40corp@h:5432/my%20db",
+            ),
+            #[cfg(unix)]
+            (
+                "postgres:///locks?host=/run/postgresql&port=5433",
+                "postgres://%2Frun%2Fpostgresql:5433/locks",
+            ),
+        ] {
+            let t = Target::parse(url)
+                .map_err(|e| e.message)
+                .unwrap_or_else(|m| panic!("{m}"));
+            assert_eq!(t.shown(), shown, "{url}");
+            let again = Target::parse(t.shown())
+                .map_err(|e| e.message)
+                .unwrap_or_else(|m| panic!("{m}"));
+            assert_eq!(again.shown(), shown, "{url} shown twice");
+        }
     }
 
     #[test]
