@@ -69,6 +69,28 @@ describe('PostgreSQL backend', { skip, timeout: 180_000 }, () => {
     f.release()
   })
 
+  it('a role that may not create tables works on tables an administrator made: SELECT, INSERT, UPDATE and USAGE on the sequence are enough (README)', async () => {
+    const cwd = workspace()
+    const owner = await lock.acquireWorkspaceLock(cwd, 'owner', opts())
+    owner.release()
+    pg.psql("CREATE ROLE wl_plain LOGIN PASSWORD 'plain-pw'")
+    const plain = { backend: url.replace(`${USER}:${PASSWORD}@`, 'wl_plain:plain-pw@') }
+    // Without its grants: an error with a code, promptly, and nothing held or written.
+    const err = await rejectsWithin(lock.acquireWorkspaceLock(cwd, 'plain', plain), 10_000)
+    assert.equal(err.code, 'EBACKENDSERVER')
+    assert.match(err.message, /permission denied for table workspace_lock_/)
+    assert.ok(!err.message.includes('plain-pw'), err.message)
+    assert.equal(fs.existsSync(lock.workspaceLockPath(cwd)), false)
+    pg.psql('GRANT SELECT, INSERT, UPDATE ON workspace_lock_tokens, workspace_lock_epochs TO wl_plain; GRANT USAGE ON SEQUENCE workspace_lock_token_seq TO wl_plain')
+    const h = await lock.acquireWorkspaceLock(cwd, 'plain', plain)
+    assert.ok(h.fencingToken > owner.fencingToken)
+    assert.equal(lock.isWorkspaceBusy(cwd, opts()), 'plain')
+    assert.equal(lock.inspectWorkspaceLock(cwd, plain).backend.holder.goalId, 'plain')
+    await assert.rejects(lock.acquireWorkspaceLock(cwd, 'other', { ...plain, failOnWorkspaceBusy: true }), /held by goalId=plain /)
+    h.release()
+    assert.equal(lock.isWorkspaceBusy(cwd, plain), undefined)
+  })
+
   it('writes the usual lockfile: the original five keys first, then the backend and the token', async () => {
     const cwd = workspace()
     const h = await lock.acquireWorkspaceLock(cwd, 'goal_rec', opts())

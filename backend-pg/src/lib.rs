@@ -114,6 +114,11 @@ const TOKEN_TABLE_SQL: &str = "CREATE UNLOGGED TABLE IF NOT EXISTS workspace_loc
     started timestamptz PRIMARY KEY, epoch bigint NOT NULL UNIQUE); \
     CREATE SEQUENCE IF NOT EXISTS workspace_lock_token_seq";
 
+/// How many of the three objects of [`TOKEN_TABLE_SQL`] exist (in the search path).
+const TABLES_FOUND_SQL: &str = "SELECT (to_regclass('workspace_lock_tokens') IS NOT NULL)::int \
+    + (to_regclass('workspace_lock_epochs') IS NOT NULL)::int \
+    + (to_regclass('workspace_lock_token_seq') IS NOT NULL)::int";
+
 /// Fencing tokens: `epoch << 40 | nextval(workspace_lock_token_seq)`, taken after the lock
 /// is granted. The epoch is a durable counter bumped once per server start (the first lock
 /// session after a start creates it, committed synchronously); within one server run the
@@ -264,15 +269,23 @@ async fn connect(target: &Target, lease: Option<Duration>) -> Result<Arc<Conn>, 
             .map_err(|e| target.query_error("cannot set idle_session_timeout", &e))?;
     }
     if !table_ready(target) {
-        // Two processes creating the table at once may collide in the catalog: serialise
-        // them with a transaction-level advisory lock on a fixed key.
-        let create = format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({TABLE_LOCK_KEY}); {TOKEN_TABLE_SQL}; COMMIT"
-        );
-        client
-            .simple_query(&create)
+        // Made by an administrator, they need no CREATE right: `CREATE … IF NOT EXISTS`
+        // asks for it even when they exist.
+        let found = client
+            .simple_query(TABLES_FOUND_SQL)
             .await
-            .map_err(|e| target.query_error("cannot create the token table", &e))?;
+            .map_err(|e| target.query_error("cannot look for the token table", &e))?;
+        if first_value::<i64>(&found) != Some(3) {
+            // Two processes creating the table at once may collide in the catalog:
+            // serialise them with a transaction-level advisory lock on a fixed key.
+            let create = format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({TABLE_LOCK_KEY}); {TOKEN_TABLE_SQL}; COMMIT"
+            );
+            client
+                .simple_query(&create)
+                .await
+                .map_err(|e| target.query_error("cannot create the token table", &e))?;
+        }
         if let Ok(mut ready) = TABLE_READY.get_or_init(|| Mutex::new(Vec::new())).lock() {
             ready.push(target.id().to_owned());
         }
