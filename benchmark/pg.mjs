@@ -87,91 +87,132 @@ function peer(kind, ws) {
 }
 
 const KINDS = ['file', 'ours-pg', 'pg-peer']
-const results = {}
+const results = Object.fromEntries(KINDS.map((k) => [k, {}]))
+// The kinds run interleaved, in rounds (rotated order), and each figure is the median of the
+// rounds' figures (tails and maxima over all samples): this VM's speed drifts by phases, and
+// kinds run one after another would each get a different phase.
+const ROUNDS = QUICK ? 2 : 5
+const rotated = (r) => KINDS.map((_, i) => KINDS[(i + r) % KINDS.length])
+const median = (xs) => q(xs, 0.5)
+const perRound = Object.fromEntries(KINDS.map((k) => [k, { cycle: [], handoff: [], recovery: [], contend: [], least: [] }]))
+const pooled = Object.fromEntries(KINDS.map((k) => [k, { cycle: [], handoff: [], recovery: [] }]))
 
-// 1. Uncontended acquire + release, in one process.
-for (const kind of KINDS) {
-  const p = peer(kind, workspace('cycle'))
-  await p.next('ready')
-  p.send(`cycle ${QUICK ? 300 : 2000}`)
-  const line = await p.next('cycle', 120_000)
-  const lat = JSON.parse(line.slice(6))
-  results[kind] = { cycleP50Ms: r3(q(lat, 0.5)), cycleP99Ms: r3(q(lat, 0.99)) }
-  p.send('exit')
-  await p.exited
+// 1. Uncontended acquire + release, in one process per kind (kept across rounds).
+{
+  const ps = Object.fromEntries(KINDS.map((k) => [k, peer(k, workspace('cycle'))]))
+  await Promise.all(Object.values(ps).map((p) => p.next('ready')))
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const kind of rotated(r)) {
+      ps[kind].send(`cycle ${QUICK ? 200 : 500}`)
+      const lat = JSON.parse((await ps[kind].next('cycle', 120_000)).slice(6))
+      perRound[kind].cycle.push(q(lat, 0.5))
+      pooled[kind].cycle.push(...lat)
+    }
+  }
+  for (const p of Object.values(ps)) p.send('exit')
+  await Promise.all(Object.values(ps).map((p) => p.exited))
 }
 
 // 2. Handoff: A holds, B waits; A releases; B's acquisition minus A's release instant.
-for (const kind of KINDS) {
-  const ws = workspace('handoff')
-  const a = peer(kind, ws)
-  const b = peer(kind, ws)
-  await Promise.all([a.next('ready'), b.next('ready')])
-  const xs = []
-  let [holder, waiter] = [a, b]
-  holder.send('acquire')
-  await holder.next('acquired')
-  for (let i = 0; i < (QUICK ? 20 : 100); i++) {
-    waiter.send('acquire')
-    await waiter.next('waiting')
-    await sleep(5 + Math.random() * 5)
-    holder.send('release 0')
-    const rel = Number((await holder.next('released')).split(' ')[1])
-    const acq = Number((await waiter.next('acquired')).split(' ')[1])
-    xs.push(acq - rel)
-    ;[holder, waiter] = [waiter, holder]
+{
+  const pairs = {}
+  for (const kind of KINDS) {
+    const ws = workspace('handoff')
+    pairs[kind] = [peer(kind, ws), peer(kind, ws)]
   }
-  holder.send('release 0')
-  await holder.next('released')
-  results[kind].handoffP50Ms = r3(q(xs, 0.5))
-  results[kind].handoffP99Ms = r3(q(xs, 0.99))
-  a.send('exit')
-  b.send('exit')
-  await Promise.all([a.exited, b.exited])
+  await Promise.all(Object.values(pairs).flat().map((p) => p.next('ready')))
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const kind of rotated(r)) {
+      const xs = []
+      let [holder, waiter] = pairs[kind]
+      holder.send('acquire')
+      await holder.next('acquired')
+      for (let i = 0; i < (QUICK ? 10 : 24); i++) {
+        waiter.send('acquire')
+        await waiter.next('waiting')
+        await sleep(5 + Math.random() * 5)
+        holder.send('release 0')
+        const rel = Number((await holder.next('released')).split(' ')[1])
+        const acq = Number((await waiter.next('acquired')).split(' ')[1])
+        xs.push(acq - rel)
+        ;[holder, waiter] = [waiter, holder]
+      }
+      holder.send('release 0')
+      await holder.next('released')
+      perRound[kind].handoff.push(q(xs, 0.5))
+      pooled[kind].handoff.push(...xs)
+    }
+  }
+  for (const p of Object.values(pairs).flat()) p.send('exit')
+  await Promise.all(Object.values(pairs).flat().map((p) => p.exited))
 }
 
 // 3. Recovery: a waiter already waiting; the holder SIGKILLed; the waiter's acquisition
 // minus the kill instant.
-for (const kind of KINDS) {
-  const ws = workspace('recovery')
-  const xs = []
-  const waiter = peer(kind, ws)
-  await waiter.next('ready')
-  for (let i = 0; i < (QUICK ? 5 : 15); i++) {
-    const holder = peer(kind, ws)
-    await holder.next('ready')
-    holder.send('acquire')
-    await holder.next('acquired')
-    waiter.send('acquire')
-    await waiter.next('waiting')
-    await sleep(30 + Math.random() * 20)
-    const killedAt = performance.timeOrigin + performance.now()
-    holder.child.kill('SIGKILL')
-    const acq = Number((await waiter.next('acquired', 70_000)).split(' ')[1])
-    xs.push(acq - killedAt)
-    await holder.exited
-    waiter.send('release 0')
-    await waiter.next('released')
+{
+  const waiters = {}
+  for (const kind of KINDS) waiters[kind] = { ws: workspace('recovery') }
+  for (const kind of KINDS) waiters[kind].p = peer(kind, waiters[kind].ws)
+  await Promise.all(KINDS.map((k) => waiters[k].p.next('ready')))
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const kind of rotated(r)) {
+      const { ws, p: waiter } = waiters[kind]
+      const xs = []
+      for (let i = 0; i < (QUICK ? 2 : 4); i++) {
+        const holder = peer(kind, ws)
+        await holder.next('ready')
+        holder.send('acquire')
+        await holder.next('acquired')
+        waiter.send('acquire')
+        await waiter.next('waiting')
+        await sleep(30 + Math.random() * 20)
+        const killedAt = performance.timeOrigin + performance.now()
+        holder.child.kill('SIGKILL')
+        const acq = Number((await waiter.next('acquired', 70_000)).split(' ')[1])
+        xs.push(acq - killedAt)
+        await holder.exited
+        waiter.send('release 0')
+        await waiter.next('released')
+      }
+      perRound[kind].recovery.push(q(xs, 0.5))
+      pooled[kind].recovery.push(...xs)
+    }
   }
-  results[kind].recoveryP50Ms = r3(q(xs, 0.5))
-  results[kind].recoveryMaxMs = r3(Math.max(...xs))
-  waiter.send('exit')
-  await waiter.exited
+  for (const kind of KINDS) waiters[kind].p.send('exit')
+  await Promise.all(KINDS.map((k) => waiters[k].p.exited))
 }
 
 // 4. Throughput: 4 processes acquire/release in a loop for a few seconds.
+for (let r = 0; r < ROUNDS; r++) {
+  for (const kind of rotated(r)) {
+    const ws = workspace('contend')
+    const ps = [0, 1, 2, 3].map(() => peer(kind, ws))
+    await Promise.all(ps.map((p) => p.next('ready')))
+    const start = performance.timeOrigin + performance.now() + 300
+    const end = start + (QUICK ? 1000 : 2000)
+    ps.forEach((p) => p.send(`contend ${start} ${end}`))
+    const counts = await Promise.all(ps.map(async (p) => Number((await p.next('done', 60_000)).split(' ')[1])))
+    const total = counts.reduce((a, b) => a + b, 0)
+    perRound[kind].contend.push(total / ((end - start) / 1000))
+    perRound[kind].least.push(Math.min(...counts) / Math.max(1, total))
+    ps.forEach((p) => p.send('exit'))
+    await Promise.all(ps.map((p) => p.exited))
+  }
+}
+
 for (const kind of KINDS) {
-  const ws = workspace('contend')
-  const ps = [0, 1, 2, 3].map(() => peer(kind, ws))
-  await Promise.all(ps.map((p) => p.next('ready')))
-  const start = performance.timeOrigin + performance.now() + 300
-  const end = start + (QUICK ? 1000 : 3000)
-  ps.forEach((p) => p.send(`contend ${start} ${end}`))
-  const counts = await Promise.all(ps.map(async (p) => Number((await p.next('done', 60_000)).split(' ')[1])))
-  results[kind].contend4PerSec = Math.round(counts.reduce((a, b) => a + b, 0) / ((end - start) / 1000))
-  results[kind].contend4LeastShare = r3(Math.min(...counts) / Math.max(1, counts.reduce((a, b) => a + b, 0)))
-  ps.forEach((p) => p.send('exit'))
-  await Promise.all(ps.map((p) => p.exited))
+  const [R, P] = [perRound[kind], pooled[kind]]
+  Object.assign(results[kind], {
+    cycleP50Ms: r3(median(R.cycle)),
+    cycleP99Ms: r3(q(P.cycle, 0.99)),
+    handoffP50Ms: r3(median(R.handoff)),
+    handoffP99Ms: r3(q(P.handoff, 0.99)),
+    recoveryP50Ms: r3(median(R.recovery)),
+    recoveryMaxMs: r3(Math.max(...P.recovery)),
+    contend4PerSec: Math.round(median(R.contend)),
+    contend4LeastShare: r3(median(R.least)),
+    rounds: { cycleP50Ms: R.cycle.map(r3), handoffP50Ms: R.handoff.map(r3), recoveryP50Ms: R.recovery.map(r3), contend4PerSec: R.contend.map(Math.round) },
+  })
 }
 
 // 5. Load time and RSS with no backend: this package, and the baseline build if given.
@@ -221,7 +262,7 @@ const rows = [
 ]
 const label = { file: 'file backend', 'ours-pg': 'postgres backend', 'pg-peer': 'pg + pg_advisory_lock' }
 const pad = (s, n) => String(s).padEnd(n)
-console.log(`\nPostgreSQL backend (server: local PostgreSQL ${pg.psql('show server_version')}, loopback TCP)`)
+console.log(`\nPostgreSQL backend (server: local PostgreSQL ${pg.psql('show server_version')}, loopback TCP; ${ROUNDS} interleaved rounds: medians of the rounds' medians, p99 and max over all samples)`)
 console.log(pad('', 34) + KINDS.map((k) => pad(label[k], 24)).join(''))
 for (const [name, key] of rows) console.log(pad(name, 34) + KINDS.map((k) => pad(results[k][key] ?? '-', 24)).join(''))
 console.log('\nLoad with no backend (fresh process, p50):')
