@@ -13,6 +13,9 @@ const path = require('node:path')
 
 const DEFAULT_LEASE_MS = 10000
 const MIN_LEASE_MS = 1000
+// The server's keep-alives start after `lease` of silence (README, the timing argument), and
+// Linux takes at most 32767 s for TCP_KEEPIDLE: a longer lease could not keep them off.
+const MAX_LEASE_MS = 32767000
 const DEFAULT_TIMEOUT_MS = 2000
 const RECORD_OPTION = '__workspaceLockBackendRecord'
 
@@ -155,16 +158,16 @@ function keyOf(engine, cwd, opts) {
   return key
 }
 
-function millis(name, value, fallback, min) {
+function millis(name, value, fallback, min, max = 2 ** 31 - 1) {
   if (value === undefined) return fallback
   const n = typeof value === 'string' ? Number(value) : value
-  if (typeof n !== 'number' || !Number.isFinite(n) || n < min || n > 2 ** 31 - 1) {
-    throw new RangeError(`${name} must be a number of milliseconds between ${min} and ${2 ** 31 - 1}, received ${String(value)}`)
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < min || n > max) {
+    throw new RangeError(`${name} must be a number of milliseconds between ${min} and ${max}, received ${String(value)}`)
   }
   return Math.floor(n)
 }
 
-const leaseMsOf = (opts) => millis('opts.backendLeaseMs', opts?.backendLeaseMs ?? process.env.WORKSPACE_LOCK_LEASE_MS, DEFAULT_LEASE_MS, MIN_LEASE_MS)
+const leaseMsOf = (opts) => millis('opts.backendLeaseMs', opts?.backendLeaseMs ?? process.env.WORKSPACE_LOCK_LEASE_MS, DEFAULT_LEASE_MS, MIN_LEASE_MS, MAX_LEASE_MS)
 const timeoutMsOf = (opts) => millis('opts.backendTimeoutMs', opts?.backendTimeoutMs ?? process.env.WORKSPACE_LOCK_BACKEND_TIMEOUT_MS, DEFAULT_TIMEOUT_MS, 1)
 
 /** The file lock's options: everything but the backend's. */

@@ -51,7 +51,7 @@ export interface WorkspaceLockBackendOptions {
   /** The workspace's key on the server, instead of `<crew state identity>:<repo-relative path>`
    *  (default: `WORKSPACE_LOCK_KEY`). */
   backendKey?: string;
-  /** The lease, in ms (≥ 1000; default `WORKSPACE_LOCK_LEASE_MS` or 10000). */
+  /** The lease, in ms (1000 to 32767000; default `WORKSPACE_LOCK_LEASE_MS` or 10000). */
   backendLeaseMs?: number;
   /** How long the synchronous functions wait for the server, in ms (default
    *  `WORKSPACE_LOCK_BACKEND_TIMEOUT_MS` or 2000). */

@@ -91,6 +91,22 @@ describe('PostgreSQL backend', { skip, timeout: 180_000 }, () => {
     assert.equal(lock.isWorkspaceBusy(cwd, plain), undefined)
   })
 
+  it('backendLeaseMs from 1000 to 32767000 (Linux caps TCP_KEEPIDLE at 32767 s): outside, a RangeError before any server work; at the top, the server takes the keep-alive idle', async () => {
+    const cwd = workspace()
+    for (const bad of [999, 32_767_001, 2 ** 31 - 1, 'soon', NaN]) {
+      await assert.rejects(lock.acquireWorkspaceLock(cwd, 'g', { ...opts(), backendLeaseMs: bad }), (e) => e instanceof RangeError && /opts.backendLeaseMs must be a number of milliseconds between 1000 and 32767000/.test(e.message), String(bad))
+    }
+    assert.equal(fs.existsSync(lock.workspaceLockPath(cwd)), false)
+    const logFile = path.join(pg.dir, 'log')
+    const logBefore = fs.readFileSync(logFile, 'utf8').length
+    const h = await lock.acquireWorkspaceLock(cwd, 'long', { ...opts(), backendLeaseMs: 32_767_000 })
+    await sleep(200)
+    assert.equal(h.compromised, false)
+    h.release()
+    const logged = fs.readFileSync(logFile, 'utf8').slice(logBefore)
+    assert.doesNotMatch(logged, /setsockopt\(TCP_KEEPIDLE\) failed/)
+  })
+
   it('writes the usual lockfile: the original five keys first, then the backend and the token', async () => {
     const cwd = workspace()
     const h = await lock.acquireWorkspaceLock(cwd, 'goal_rec', opts())

@@ -37,6 +37,10 @@ use tokio_postgres::{Client, Statement};
 pub const MIN_LEASE_MS: u64 = 1000;
 /// The default lease.
 pub const DEFAULT_LEASE_MS: u64 = 10_000;
+/// The longest lease: a lock session's keep-alives start after `lease` of silence (see
+/// [`connect`]), and Linux takes at most 32767 s for `TCP_KEEPIDLE` (a server refuses a
+/// longer `tcp_keepalives_idle` and keeps its own, which a longer lease could outlast).
+pub const MAX_LEASE_MS: u64 = 32_767_000;
 
 static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
 
@@ -422,7 +426,7 @@ pub async fn acquire(
     if cancel.cancelled() {
         return Ok(Outcome::Cancelled);
     }
-    let lease = Duration::from_millis(lease_ms.max(MIN_LEASE_MS));
+    let lease = Duration::from_millis(lease_ms.clamp(MIN_LEASE_MS, MAX_LEASE_MS));
     // 1. The lock if free, with its token: one round trip. A pooled session that the
     // server closed meanwhile (idle timeout) is replaced once.
     // A process that had to wait for this lock last time goes straight to the queue: the
