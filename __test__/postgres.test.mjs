@@ -107,6 +107,24 @@ describe('PostgreSQL backend', { skip, timeout: 180_000 }, () => {
     assert.doesNotMatch(logged, /setsockopt\(TCP_KEEPIDLE\) failed/)
   })
 
+  it('a role with statement_timeout and lock_timeout (as production roles often have) still waits in the queue as long as it takes', async () => {
+    const cwd = workspace()
+    const first = await lock.acquireWorkspaceLock(cwd, 'first', opts())
+    pg.psql("CREATE ROLE wl_strict LOGIN PASSWORD 'strict-pw'; ALTER ROLE wl_strict SET statement_timeout = '300ms'; ALTER ROLE wl_strict SET lock_timeout = '300ms'")
+    pg.psql('GRANT SELECT, INSERT, UPDATE ON workspace_lock_tokens, workspace_lock_epochs TO wl_strict; GRANT USAGE ON SEQUENCE workspace_lock_token_seq TO wl_strict')
+    const strict = { backend: url.replace(`${USER}:${PASSWORD}@`, 'wl_strict:strict-pw@') }
+    const waiting = lock.acquireWorkspaceLock(cwd, 'strict', strict)
+    let settled = false
+    waiting.then(() => (settled = true), () => (settled = true))
+    await sleep(1200)
+    assert.equal(settled, false, 'still waiting after 4 × its timeouts')
+    first.release()
+    const h = await waiting
+    assert.ok(h.fencingToken > first.fencingToken)
+    assert.equal(lock.isWorkspaceBusy(cwd, opts()), 'strict')
+    h.release()
+  })
+
   it('writes the usual lockfile: the original five keys first, then the backend and the token', async () => {
     const cwd = workspace()
     const h = await lock.acquireWorkspaceLock(cwd, 'goal_rec', opts())

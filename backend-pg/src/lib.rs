@@ -264,9 +264,14 @@ async fn connect(target: &Target, lease: Option<Duration>) -> Result<Arc<Conn>, 
     if let Some(lease) = lease {
         // tcp_keepalives_idle counts whole seconds: rounded up.
         let idle_s = lease.as_millis().div_ceil(1000).max(2);
+        // A wait in the server's queue is a statement that may last hours: timeouts set for
+        // the role or database (statement_timeout, lock_timeout, PostgreSQL 17's
+        // transaction_timeout, where it exists) must not cancel it or end the session.
         client
             .simple_query(&format!(
-                "SET idle_session_timeout = {}; SET tcp_keepalives_idle = {idle_s}",
+                "SET idle_session_timeout = {}; SET tcp_keepalives_idle = {idle_s}; \
+                 SELECT set_config(name, '0', false) FROM pg_settings \
+                 WHERE name IN ('statement_timeout', 'lock_timeout', 'transaction_timeout')",
                 lease.as_millis()
             ))
             .await
