@@ -24,6 +24,23 @@ stub=target/libnode-stub
 mkdir -p "$stub" && : > "$stub/libnode.dll" && printf '!<arch>\n' > "$stub/libnode.a"
 export LIBNODE_PATH="$PWD/$stub"
 
+# macOS has no C compiler here but zig's (PyPI `ziglang`, which .ci/run installs): with it
+# the backend's TLS stack (ring) compiles its C for clippy. cc-rs spells the target in a way
+# zig does not read, so a wrapper drops that argument.
+zig_cc() {
+  local target=$1 arch=${1%%-*}
+  python3 -c 'import ziglang' >/dev/null 2>&1 || return 1
+  mkdir -p target/zig
+  cat > "target/zig/cc-$target" <<EOF_CC
+#!/bin/sh
+for a in "\$@"; do shift; case "\$a" in --target=*) ;; *) set -- "\$@" "\$a" ;; esac; done
+exec python3 -m ziglang cc -target $arch-macos "\$@"
+EOF_CC
+  printf '#!/bin/sh\nexec python3 -m ziglang ar "$@"\n' > target/zig/ar
+  chmod +x "target/zig/cc-$target" target/zig/ar
+  echo "$PWD/target/zig/cc-$target"
+}
+
 skipped=()
 for target in x86_64-apple-darwin aarch64-apple-darwin x86_64-pc-windows-gnu x86_64-pc-windows-msvc; do
   if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
@@ -38,10 +55,15 @@ for target in x86_64-apple-darwin aarch64-apple-darwin x86_64-pc-windows-gnu x86
   if [ "$target" = x86_64-pc-windows-gnu ] && command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1; then
     # With the PostgreSQL backend: its TLS stack (ring) compiles C with mingw-w64.
     cargo clippy -p workspace-lock-pg -p pi-crew-workspace-lock --all-targets --target "$target" --quiet -- -D warnings
+  elif [[ $target == *-apple-darwin ]] && cc=$(zig_cc "$target"); then
+    echo "   (with the postgres feature: ring's C compiled by zig cc)"
+    var=${target//-/_}
+    env "CC_$var=$cc" "AR_$var=$PWD/target/zig/ar" \
+      cargo clippy -p workspace-lock-pg -p pi-crew-workspace-lock --all-targets --target "$target" --quiet -- -D warnings
   else
     # The postgres feature's TLS stack (ring) compiles C for the target, which needs that
-    # target's C compiler (Xcode's, MSVC's, mingw-w64): not here. Its Rust is the same on
-    # every platform, checked for the host above and for windows-gnu.
+    # target's C compiler (MSVC's; for macOS zig's, from `pip install ziglang`): not here.
+    # Its Rust is the same on every platform, checked for the host above and for windows-gnu.
     echo "   (binding without the postgres feature: no C compiler for $target here)"
     cargo clippy -p pi-crew-workspace-lock --no-default-features --target "$target" --quiet -- -D warnings
   fi
