@@ -381,6 +381,22 @@ describe('PostgreSQL backend over TLS (sslmode=require, rustls)', { skip, timeou
     const bad = await rejectsWithin(lock.acquireWorkspaceLock(cwd, 'g', { backend: pg.url('?sslmode=require&sslrootcert=/nonexistent.pem') }), 2000)
     assert.equal(bad.code, 'EBACKENDURL')
   })
+
+  it('a server that accepts only encrypted sessions, given a URL without sslmode: refused, and the error says to add sslmode=require', async () => {
+    const hba = path.join(pg.dir, 'data', 'pg_hba.conf')
+    fs.writeFileSync(hba, 'hostnossl all all 0.0.0.0/0 reject\n' + fs.readFileSync(hba, 'utf8'))
+    pg.psql('select pg_reload_conf()')
+    await sleep(300)
+    const cwd = workspace()
+    const err = await rejectsWithin(lock.acquireWorkspaceLock(cwd, 'g', { backend: pg.url() }), 6000)
+    assert.equal(err.code, 'EBACKENDAUTH')
+    assert.match(err.message, /no encryption \(28000\); this package uses TLS only when the URL asks for it: add sslmode=require$/)
+    assert.ok(!err.message.includes(PASSWORD), err.message)
+    assert.throws(() => lock.isWorkspaceBusy(cwd, { backend: pg.url() }), /add sslmode=require$/)
+    // And with it, verified against the test CA: held over TLS.
+    const h = await lock.acquireWorkspaceLock(cwd, 'g', { backend: pg.url(`?sslmode=require&sslrootcert=${encodeURIComponent(path.join(certs, 'ca.pem'))}`) })
+    h.release()
+  })
 })
 
 describe('PostgreSQL backend against a server that never answers', () => {

@@ -210,13 +210,23 @@ impl Target {
             } else {
                 "EBACKENDSERVER"
             };
+            // Without `sslmode`, sessions are plain (README, TLS); libpq's default would have
+            // tried TLS first, so a URL that works with psql can be refused here.
+            let refused_plain = self.tls.is_none()
+                && *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                && (db.message().ends_with("no encryption") || db.message().ends_with("SSL off"));
             return BackendError::new(
                 kind,
                 format!(
-                    "workspace lock backend: {} refused the connection: {} ({})",
+                    "workspace lock backend: {} refused the connection: {} ({}){}",
                     self.shown,
                     db.message(),
-                    code.code()
+                    code.code(),
+                    if refused_plain {
+                        "; this package uses TLS only when the URL asks for it: add sslmode=require"
+                    } else {
+                        ""
+                    }
                 ),
             );
         }
