@@ -49,10 +49,11 @@ function parsed(text) {
 
 // The seam between this file and a lock engine. An engine is chosen by the URL's scheme and
 // gives, natively: checkUrl(url) → {shown}, key(cwd, override) → {key, text},
-// setup(deliver) once, then acquire({id, url, key, workspace, goalId, pid, host, acquiredAt,
-// tryOnly, leaseMs}) → an error at once, or nothing and later deliver(id, {lease, token} |
-// {busy} | {cancelled} | {error}, false) and, if the lease is lost, deliver(lease, reason,
-// true); cancel(id), release(lease) and lost(lease) → the loss reason if any, and
+// setup(deliver) once per copy of this file → its number `setup`, then acquire({setup, id,
+// url, key, workspace, goalId, pid, host, acquiredAt, tryOnly, leaseMs}) → an error at once,
+// or nothing and later deliver(id, {lease, token} | {busy} | {cancelled} | {error}, false)
+// and, if the lease is lost, deliver(lease, reason, true); cancel(setup, id),
+// release(lease) and lost(lease) → the loss reason if any, and
 // holder(url, key, timeoutMs) → {holder} (all JSON text, `{error: {code, message}}` on
 // failure). Everything else here (the lockfile, the handle, the options) is the same for
 // every engine: a second engine (etcd: leases, revisions as tokens) adds a scheme and its
@@ -81,7 +82,9 @@ function connect(engine) {
   // Losses delivered before their handler was set (the handler is set right after the
   // result, which is delivered first; kept for safety, dropped on release).
   const early = new Map()
-  engine.setup((id, text, lost) => {
+  // This copy's deliverer: results of its own acquisitions only (another copy of this file
+  // in the env, a worker's or a test runner's fresh module registry, counts ids from 1 too).
+  const setup = engine.setup((id, text, lost) => {
     if (!lost) {
       const settle = results.get(id)
       results.delete(id)
@@ -92,9 +95,11 @@ function connect(engine) {
     if (handler === undefined) early.set(id, text)
     else handler(text)
   })
+  const cancel = engine.cancel
+  engine.cancel = (id) => cancel(setup, id)
   engine.acquire = ((start) => (req) =>
     new Promise((resolve) => {
-      const failed = start(req)
+      const failed = start({ ...req, setup })
       if (failed != null) return resolve(failed)
       results.set(req.id, resolve)
     }))(engine.acquire)

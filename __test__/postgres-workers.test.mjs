@@ -6,8 +6,9 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import path from 'node:path'
 import { Worker } from 'node:worker_threads'
+import { execFileSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { lock, workspace, sleep, require } from './helpers.mjs'
+import { lock, workspace, sleep, require, fixturesDir } from './helpers.mjs'
 import { startPostgres, unavailable, advisoryLocks } from './pg-server.mjs'
 
 const skip = unavailable()
@@ -131,6 +132,27 @@ describe('PostgreSQL backend in worker threads', { skip, timeout: 120_000 }, () 
     await until('the worker\'s wait gone from the server', () => advisoryLocks(pg, key) === '1')
     h.release()
     await until('nothing left', () => advisoryLocks(pg, key) === '0')
+  })
+
+  // Every copy of backend.js (the main thread's, a worker's, a test runner's fresh module
+  // registry's) numbers its acquisitions from 1: a fresh process makes the numbers meet.
+  function copies(mode) {
+    const out = execFileSync(process.execPath, [path.join(fixturesDir, 'pg-copies.cjs'), mode], { env: { ...process.env, WORKSPACE_LOCK_TEST_PG_URL: url }, timeout: 60_000, encoding: 'utf8' })
+    const r = JSON.parse(out.trim().split('\n').pop())
+    if (r.error) assert.fail(r.error)
+    return r
+  }
+
+  it('aborting the main thread\'s wait leaves a worker\'s wait of the same number alone', () => {
+    const r = copies('worker-abort')
+    assert.equal(r.mainAfterAbort, 'rejected: workspace lock acquisition aborted', 'the main thread\'s wait ends')
+    assert.equal(r.worker, 'acquired', 'the worker\'s wait went on, and took the lock at the release')
+  })
+
+  it('two copies of the package in one thread (a test runner\'s fresh module registry) each get their own results', () => {
+    const r = copies('two-registries')
+    assert.equal(r.distinct, true)
+    assert.equal(r.again, 'acquired', 'the first copy\'s acquisition, made after the second copy registered, resolves')
   })
 
   it('two workers and the main thread of one process exclude each other, tokens increasing', async () => {

@@ -31,8 +31,10 @@ type EnvTag = u64;
 /// Held leases by id, with their env.
 type Leases = HashMap<u32, (EnvTag, Arc<pg::Lease>)>;
 static LEASES: OnceLock<Mutex<Leases>> = OnceLock::new();
-/// Pending acquisitions by id, with their env.
-type Cancels = HashMap<u32, (EnvTag, Arc<Cancel>)>;
+/// Pending acquisitions by deliverer ([`pg_setup`]'s answer) and the id its backend.js
+/// copy gave them, with their env. Ids alone are not unique: every copy of backend.js (one
+/// per worker thread, or per module registry of a test runner) counts from 1.
+type Cancels = HashMap<(u32, u32), (EnvTag, Arc<Cancel>)>;
 static CANCELS: OnceLock<Mutex<Cancels>> = OnceLock::new();
 /// Envs that have not ended. Locked inside [`LEASES`] only, never the other way round.
 static LIVE_ENVS: Mutex<Vec<EnvTag>> = Mutex::new(Vec::new());
@@ -171,14 +173,18 @@ impl Pending {
 }
 
 thread_local! {
-    static DELIVER: RefCell<Option<Arc<Deliverer>>> = const { RefCell::new(None) };
+    /// This thread's deliverers, by the number [`pg_setup`] answered: one per copy of
+    /// backend.js, each getting the results of its own acquisitions only.
+    static DELIVERERS: RefCell<HashMap<u32, Arc<Deliverer>>> = RefCell::new(HashMap::new());
     /// This thread's env (see [`EnvTag`]), once `pgSetup` ran in it.
     static ENV_TAG: std::cell::Cell<Option<EnvTag>> = const { std::cell::Cell::new(None) };
 }
 
 static NEXT_ENV_TAG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+static NEXT_DELIVERER: AtomicU32 = AtomicU32::new(1);
 
-/// Internal: registers backend.js's `deliver(id, text, lost)` for this env.
+/// Internal: registers a backend.js copy's `deliver(id, text, lost)` in this env; the
+/// number that copy passes with its acquisitions and cancels.
 #[napi(
     js_name = "pgSetup",
     catch_unwind,
@@ -187,7 +193,7 @@ static NEXT_ENV_TAG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 pub fn pg_setup(
     env: &Env,
     deliver: Function<'_, FnArgs<(u32, String, bool)>, Unknown<'static>>,
-) -> Result<()> {
+) -> Result<u32> {
     if ENV_TAG.with(|t| t.get()).is_none() {
         let tag = NEXT_ENV_TAG.fetch_add(1, Ordering::Relaxed);
         live_envs().push(tag);
@@ -216,11 +222,12 @@ pub fn pg_setup(
             Ok(FnArgs::from(ctx.value))
         })?;
     pending.raw.store(tsfn.raw(), Ordering::Relaxed);
-    DELIVER.with(|d| {
+    let number = NEXT_DELIVERER.fetch_add(1, Ordering::Relaxed);
+    DELIVERERS.with(|d| {
         d.borrow_mut()
-            .replace(Arc::new(Deliverer { tsfn, pending }))
+            .insert(number, Arc::new(Deliverer { tsfn, pending }))
     });
-    Ok(())
+    Ok(number)
 }
 
 fn parse_key(key: &str) -> std::result::Result<i64, BackendError> {
@@ -249,6 +256,8 @@ pub fn pg_check_url(url: String) -> String {
 /// What `pgAcquire` is told about its holder.
 #[napi(object)]
 pub struct PgAcquireRequest {
+    /// The deliverer ([`pg_setup`]'s number) of the backend.js copy asking.
+    pub setup: u32,
     pub id: u32,
     pub url: String,
     pub key: String,
@@ -268,12 +277,12 @@ pub struct PgAcquireRequest {
 #[napi(js_name = "pgAcquire", catch_unwind)]
 pub fn pg_acquire(env: &Env, req: PgAcquireRequest) -> Option<String> {
     let (Some(deliver), Some(tag)) = (
-        DELIVER.with(|d| d.borrow().clone()),
+        DELIVERERS.with(|d| d.borrow().get(&req.setup).cloned()),
         ENV_TAG.with(|t| t.get()),
     ) else {
         return Some(error_json(&BackendError::new(
             "EBACKENDRUNTIME",
-            "workspace lock backend: pgSetup was not called",
+            "workspace lock backend: pgSetup was not called in this env",
         )));
     };
     let prepared = (|| {
@@ -288,7 +297,8 @@ pub fn pg_acquire(env: &Env, req: PgAcquireRequest) -> Option<String> {
     };
     deliver.pending.count(env.raw(), 1);
     let cancel = Arc::new(Cancel::default());
-    cancels().insert(req.id, (tag, cancel.clone()));
+    let pending_key = (req.setup, req.id);
+    cancels().insert(pending_key, (tag, cancel.clone()));
     let info = HolderInfo {
         goal_id: req.goal_id,
         pid: req.pid as i64,
@@ -299,7 +309,7 @@ pub fn pg_acquire(env: &Env, req: PgAcquireRequest) -> Option<String> {
     let (workspace, try_only, lease_ms) = (req.workspace, req.try_only, u64::from(req.lease_ms));
     rt.spawn(async move {
         let outcome = pg::acquire(target, key, workspace, info, try_only, lease_ms, cancel).await;
-        cancels().remove(&id);
+        cancels().remove(&pending_key);
         let mut held = None;
         let text = match outcome {
             Ok(Outcome::Acquired(lease)) => {
@@ -344,10 +354,11 @@ fn holder_json(h: &pg::Holder) -> Value {
     })
 }
 
-/// Internal: aborts a pending `pgAcquire`; it then resolves `{"cancelled":true}`.
+/// Internal: aborts a pending `pgAcquire` (of the deliverer `setup`); it then resolves
+/// `{"cancelled":true}`.
 #[napi(js_name = "pgCancel", catch_unwind)]
-pub fn pg_cancel(id: u32) {
-    if let Some((_, c)) = cancels().get(&id).cloned() {
+pub fn pg_cancel(setup: u32, id: u32) {
+    if let Some((_, c)) = cancels().get(&(setup, id)).cloned() {
         c.cancel();
     }
 }
