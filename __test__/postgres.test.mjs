@@ -125,6 +125,48 @@ describe('PostgreSQL backend', { skip, timeout: 180_000 }, () => {
     h.release()
   })
 
+  it('on one host, a backend holder stopped past its lease keeps its lockfile until it runs again: the next one, granted by the server, waits for it, then holds', async () => {
+    const cwd = workspace()
+    const env = { WORKSPACE_LOCK_BACKEND: url }
+    const next = async (proc, name) => {
+      for (;;) {
+        const e = JSON.parse(await proc.nextLine(20_000))
+        if (e.event === name) return e
+        if (e.event === 'error') throw new Error(`${e.code}: ${e.message}`)
+      }
+    }
+    const holder = startChild('pg-holder.mjs', [cwd, 'sleeper', '1000'], { env, timeoutMs: 60_000 })
+    const first = await next(holder, 'acquired')
+    process.kill(holder.pid, 'SIGSTOP')
+    const stoppedAt = Date.now()
+    const heir = startChild('pg-holder.mjs', [cwd, 'heir', '1000'], { env, timeoutMs: 60_000 })
+    try {
+      await next(heir, 'started')
+      // Past the lease the server grants the heir its lock; the stopped holder's kernel lock
+      // still proves it alive, so its lockfile stands and the heir waits for it.
+      await sleep(3000)
+      assert.equal(JSON.parse(fs.readFileSync(lock.workspaceLockPath(cwd), 'utf8')).goalId, 'sleeper')
+      assert.equal(lock.inspectWorkspaceLock(cwd, { backend: url }).backend.holder.goalId, 'heir', 'the server already granted the heir')
+    } finally {
+      process.kill(holder.pid, 'SIGCONT')
+    }
+    const resumedAt = Date.now()
+    const lost = await next(holder, 'lost')
+    assert.match(lost.reason, /lease expired|session lost/)
+    const got = await next(heir, 'acquired')
+    assert.ok(got.t >= resumedAt - 50, `the heir held ${got.t - stoppedAt} ms after the stop, ${got.t - resumedAt} ms after the resume`)
+    assert.ok(got.t - resumedAt < 2000, `the heir held ${got.t - resumedAt} ms after the resume`)
+    assert.ok(BigInt(got.token) > BigInt(first.token))
+    holder.send('release')
+    assert.equal((await next(holder, 'released')).compromised, true)
+    assert.equal(lock.isWorkspaceBusy(cwd, { backend: url }), 'heir')
+    heir.send('release')
+    await next(heir, 'released')
+    holder.send('exit')
+    heir.send('exit')
+    await Promise.all([holder.exited, heir.exited])
+  })
+
   it('writes the usual lockfile: the original five keys first, then the backend and the token', async () => {
     const cwd = workspace()
     const h = await lock.acquireWorkspaceLock(cwd, 'goal_rec', opts())
