@@ -322,6 +322,19 @@ describe('PostgreSQL backend', { skip, timeout: 180_000 }, () => {
     assert.ok(!bad.stderr.includes(PASSWORD))
   })
 
+  it('the CLI waiting behind a file-only holder names that holder, not itself (the server has granted it its lock by then)', async () => {
+    const cwd = workspace()
+    const fileOnly = await lock.acquireWorkspaceLock(cwd, 'file_only', { backend: 'file' })
+    try {
+      const r = await tool(['run', cwd, '--goal', 'cli_waiter', '--timeout', '1.5', '--', 'true'], { WORKSPACE_LOCK_BACKEND: url })
+      assert.equal(r.code, 1, r.stderr)
+      assert.match(r.stderr, new RegExp(`timed out after 1\\.5 s waiting for goal file_only \\(pid ${process.pid}\\)`))
+      assert.doesNotMatch(r.stderr, /cli_waiter/)
+    } finally {
+      fileOnly.release()
+    }
+  })
+
   it('bad URL, wrong password, missing database, nobody listening: an error with a code, promptly, no fallback', async () => {
     const cwd = workspace()
     const port = await freePort()

@@ -535,7 +535,11 @@ async function acquireShowingWait(lock, cwd, goalId, { noWait = false, timeoutMs
   const waitedFor = []
   const progress = waitDisplay(cwd, started)
   const watch = () => {
-    const holder = lock.isWorkspaceBusy(cwd)
+    let holder = lock.isWorkspaceBusy(cwd)
+    // With a backend, once the server has granted this process its lock, the wait is for
+    // the file lock of a file-only holder: the server would name this very goal.
+    if (holder === goalId) holder = lock.isWorkspaceBusy(cwd, { backend: 'file' })
+    if (holder === goalId) return
     if (holder !== undefined && holder !== waitedFor[waitedFor.length - 1]) {
       waitedFor.push(holder)
       progress.holder(holder, holderPid(lock, cwd, holder))
