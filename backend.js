@@ -99,7 +99,8 @@ function connect(engine) {
   engine.cancel = (id) => cancel(setup, id)
   engine.acquire = ((start) => (req) =>
     new Promise((resolve) => {
-      const failed = start({ ...req, setup })
+      req.setup = setup
+      const failed = start(req)
       if (failed != null) return resolve(failed)
       results.set(req.id, resolve)
     }))(engine.acquire)

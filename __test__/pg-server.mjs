@@ -101,6 +101,15 @@ export async function startPostgres({ listen = '127.0.0.1', conf = [] } = {}) {
   return server
 }
 
+/** The next event `name` a pg-holder.mjs child prints (one JSON line each); its error fails. */
+export async function holderEvent(proc, name, ms = 20_000) {
+  for (;;) {
+    const e = JSON.parse(await proc.nextLine(ms))
+    if (e.event === name) return e
+    if (e.event === 'error') throw new Error(`${e.code}: ${e.message}`)
+  }
+}
+
 /** The advisory locks (granted or waiting) the server has for a key. */
 export function advisoryLocks(server, key) {
   const k = BigInt(key)

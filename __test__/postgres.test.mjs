@@ -10,7 +10,7 @@ import net from 'node:net'
 import path from 'node:path'
 import { execFile, execFileSync } from 'node:child_process'
 import { lock, workspace, startChild, fixturesDir, sleep, require } from './helpers.mjs'
-import { startPostgres, unavailable, advisoryLocks, freePort, USER, PASSWORD, DB } from './pg-server.mjs'
+import { startPostgres, unavailable, advisoryLocks, freePort, holderEvent, USER, PASSWORD, DB } from './pg-server.mjs'
 
 const skip = unavailable()
 if (skip) console.log(`# SKIPPED: the PostgreSQL backend tests: ${skip}`)
@@ -45,6 +45,14 @@ describe('PostgreSQL backend', { skip, timeout: 180_000 }, () => {
     url = pg.url()
   })
   after(() => pg?.stop())
+  /** Options for a new login role of its own (with `settings` set for it): no grants yet. */
+  const role = (name, password, settings = []) => {
+    pg.psql([`CREATE ROLE ${name} LOGIN PASSWORD '${password}'`, ...settings.map((v) => `ALTER ROLE ${name} SET ${v}`)].join('; '))
+    return { backend: url.replace(`${USER}:${PASSWORD}@`, `${name}:${password}@`) }
+  }
+  /** What the README asks for on tables an administrator made. */
+  const grantTables = (name) =>
+    pg.psql(`GRANT SELECT, INSERT, UPDATE ON workspace_lock_tokens, workspace_lock_epochs TO ${name}; GRANT USAGE ON SEQUENCE workspace_lock_token_seq TO ${name}`)
 
   it('acquires and releases over the server; tokens strictly increase; release is idempotent', async () => {
     const cwd = workspace()
@@ -73,15 +81,14 @@ describe('PostgreSQL backend', { skip, timeout: 180_000 }, () => {
     const cwd = workspace()
     const owner = await lock.acquireWorkspaceLock(cwd, 'owner', opts())
     owner.release()
-    pg.psql("CREATE ROLE wl_plain LOGIN PASSWORD 'plain-pw'")
-    const plain = { backend: url.replace(`${USER}:${PASSWORD}@`, 'wl_plain:plain-pw@') }
+    const plain = role('wl_plain', 'plain-pw')
     // Without its grants: an error with a code, promptly, and nothing held or written.
     const err = await rejectsWithin(lock.acquireWorkspaceLock(cwd, 'plain', plain), 10_000)
     assert.equal(err.code, 'EBACKENDSERVER')
     assert.match(err.message, /permission denied for table workspace_lock_/)
     assert.ok(!err.message.includes('plain-pw'), err.message)
     assert.equal(fs.existsSync(lock.workspaceLockPath(cwd)), false)
-    pg.psql('GRANT SELECT, INSERT, UPDATE ON workspace_lock_tokens, workspace_lock_epochs TO wl_plain; GRANT USAGE ON SEQUENCE workspace_lock_token_seq TO wl_plain')
+    grantTables('wl_plain')
     const h = await lock.acquireWorkspaceLock(cwd, 'plain', plain)
     assert.ok(h.fencingToken > owner.fencingToken)
     assert.equal(lock.isWorkspaceBusy(cwd, opts()), 'plain')
@@ -110,9 +117,8 @@ describe('PostgreSQL backend', { skip, timeout: 180_000 }, () => {
   it('a role with statement_timeout and lock_timeout (as production roles often have) still waits in the queue as long as it takes', async () => {
     const cwd = workspace()
     const first = await lock.acquireWorkspaceLock(cwd, 'first', opts())
-    pg.psql("CREATE ROLE wl_strict LOGIN PASSWORD 'strict-pw'; ALTER ROLE wl_strict SET statement_timeout = '300ms'; ALTER ROLE wl_strict SET lock_timeout = '300ms'")
-    pg.psql('GRANT SELECT, INSERT, UPDATE ON workspace_lock_tokens, workspace_lock_epochs TO wl_strict; GRANT USAGE ON SEQUENCE workspace_lock_token_seq TO wl_strict')
-    const strict = { backend: url.replace(`${USER}:${PASSWORD}@`, 'wl_strict:strict-pw@') }
+    const strict = role('wl_strict', 'strict-pw', ["statement_timeout = '300ms'", "lock_timeout = '300ms'"])
+    grantTables('wl_strict')
     const waiting = lock.acquireWorkspaceLock(cwd, 'strict', strict)
     let settled = false
     waiting.then(() => (settled = true), () => (settled = true))
@@ -128,20 +134,13 @@ describe('PostgreSQL backend', { skip, timeout: 180_000 }, () => {
   it('on one host, a backend holder stopped past its lease keeps its lockfile until it runs again: the next one, granted by the server, waits for it, then holds', async () => {
     const cwd = workspace()
     const env = { WORKSPACE_LOCK_BACKEND: url }
-    const next = async (proc, name) => {
-      for (;;) {
-        const e = JSON.parse(await proc.nextLine(20_000))
-        if (e.event === name) return e
-        if (e.event === 'error') throw new Error(`${e.code}: ${e.message}`)
-      }
-    }
     const holder = startChild('pg-holder.mjs', [cwd, 'sleeper', '1000'], { env, timeoutMs: 60_000 })
-    const first = await next(holder, 'acquired')
+    const first = await holderEvent(holder, 'acquired')
     process.kill(holder.pid, 'SIGSTOP')
     const stoppedAt = Date.now()
     const heir = startChild('pg-holder.mjs', [cwd, 'heir', '1000'], { env, timeoutMs: 60_000 })
     try {
-      await next(heir, 'started')
+      await holderEvent(heir, 'started')
       // Past the lease the server grants the heir its lock; the stopped holder's kernel lock
       // still proves it alive, so its lockfile stands and the heir waits for it.
       await sleep(3000)
@@ -151,17 +150,17 @@ describe('PostgreSQL backend', { skip, timeout: 180_000 }, () => {
       process.kill(holder.pid, 'SIGCONT')
     }
     const resumedAt = Date.now()
-    const lost = await next(holder, 'lost')
+    const lost = await holderEvent(holder, 'lost')
     assert.match(lost.reason, /lease expired|session lost/)
-    const got = await next(heir, 'acquired')
+    const got = await holderEvent(heir, 'acquired')
     assert.ok(got.t >= resumedAt - 50, `the heir held ${got.t - stoppedAt} ms after the stop, ${got.t - resumedAt} ms after the resume`)
     assert.ok(got.t - resumedAt < 2000, `the heir held ${got.t - resumedAt} ms after the resume`)
     assert.ok(BigInt(got.token) > BigInt(first.token))
     holder.send('release')
-    assert.equal((await next(holder, 'released')).compromised, true)
+    assert.equal((await holderEvent(holder, 'released')).compromised, true)
     assert.equal(lock.isWorkspaceBusy(cwd, { backend: url }), 'heir')
     heir.send('release')
-    await next(heir, 'released')
+    await holderEvent(heir, 'released')
     holder.send('exit')
     heir.send('exit')
     await Promise.all([holder.exited, heir.exited])

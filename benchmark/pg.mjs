@@ -151,8 +151,10 @@ const pooled = Object.fromEntries(KINDS.map((k) => [k, { cycle: [], handoff: [],
 // minus the kill instant.
 {
   const waiters = {}
-  for (const kind of KINDS) waiters[kind] = { ws: workspace('recovery') }
-  for (const kind of KINDS) waiters[kind].p = peer(kind, waiters[kind].ws)
+  for (const kind of KINDS) {
+    const ws = workspace('recovery')
+    waiters[kind] = { ws, p: peer(kind, ws) }
+  }
   await Promise.all(KINDS.map((k) => waiters[k].p.next('ready')))
   for (let r = 0; r < ROUNDS; r++) {
     for (const kind of rotated(r)) {
